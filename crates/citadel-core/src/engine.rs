@@ -1,0 +1,186 @@
+//! The engine: applies events and runs retry tasks.
+//!
+//! [`Engine::ingest`] records a parsed Stripe event and applies its effect in
+//! one store transaction, so a webhook handler that returns 200 only after it
+//! returns never loses an event, and a redelivered event is a no-op.
+//! [`Engine::run_task`] runs one claimed retry: it calls the payment gateway
+//! outside any transaction, then writes the task's new state, the recovery,
+//! the metrics and the activity together under the task's lease.
+
+mod intake;
+mod retry;
+
+use chrono::Utc;
+use tracing::{Instrument, info_span};
+
+use crate::event::{Event, EventKind};
+use crate::ids::{AccountId, MerchantId, TaskId};
+use crate::payment::PaymentGateway;
+use crate::store::{EventRecord, Store, StoreError};
+use crate::task::{InvalidTransition, Task};
+
+pub use retry::TaskResult;
+
+/// An error from the engine. Every variant is an infrastructure failure or a
+/// bug: declines and payment errors are outcomes, not errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed; the transaction was rolled back, so retrying the
+    /// same call is safe.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine asked for a move the task state machine forbids.
+    #[error(transparent)]
+    InvalidTransition(#[from] InvalidTransition),
+    /// A task's merchant does not exist.
+    #[error("merchant {merchant_id} of task {task_id} not found")]
+    MerchantNotFound {
+        /// The task.
+        task_id: TaskId,
+        /// The missing merchant.
+        merchant_id: MerchantId,
+    },
+}
+
+/// What [`Engine::ingest`] did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntakeOutcome {
+    /// The event was recorded and applied.
+    Applied {
+        /// The merchant it applied to.
+        merchant_id: MerchantId,
+    },
+    /// The event had been recorded before; nothing was done.
+    Duplicate,
+    /// The event was recorded; its type needs nothing from the engine.
+    Ignored {
+        /// The merchant, if the account is registered.
+        merchant_id: Option<MerchantId>,
+    },
+    /// The event was recorded, but no merchant is registered for its
+    /// account; register the merchant and replay the event from
+    /// `processed_events` to apply it.
+    UnknownAccount {
+        /// The account, `None` for the platform's own.
+        account: Option<AccountId>,
+    },
+}
+
+/// Applies events and runs retries against a store and a payment gateway.
+#[derive(Debug)]
+pub struct Engine<S, G> {
+    store: S,
+    gateway: G,
+}
+
+impl<S: Store, G: PaymentGateway> Engine<S, G> {
+    /// Creates an engine.
+    pub fn new(store: S, gateway: G) -> Self {
+        Self { store, gateway }
+    }
+
+    /// Returns the store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Returns the payment gateway.
+    pub fn gateway(&self) -> &G {
+        &self.gateway
+    }
+
+    /// Records an event and applies its effect, all in one transaction.
+    ///
+    /// Call it with every verified webhook event and acknowledge the webhook
+    /// only after it returns `Ok`: then Stripe redelivers whatever was not
+    /// committed, and redeliveries of what was committed return
+    /// [`IntakeOutcome::Duplicate`].
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Store`] when the database fails; nothing was written,
+    /// so the webhook should answer 5xx and let Stripe redeliver.
+    pub async fn ingest(&self, event: &Event) -> Result<IntakeOutcome, EngineError> {
+        let span = info_span!(
+            "citadel.ingest",
+            event.id = %event.id,
+            event.r#type = %event.event_type,
+            stripe.account = event.account.as_ref().map(AccountId::as_str),
+            merchant.id = tracing::field::Empty,
+        );
+        self.ingest_in_span(event).instrument(span).await
+    }
+
+    async fn ingest_in_span(&self, event: &Event) -> Result<IntakeOutcome, EngineError> {
+        let mut tx = self.store.begin().await?;
+
+        if !tx.insert_event(&EventRecord::from(event)).await? {
+            tracing::debug!("duplicate event delivery ignored");
+            return Ok(IntakeOutcome::Duplicate);
+        }
+
+        let Some(merchant) = tx.merchant_by_account(event.account.as_ref()).await? else {
+            tx.commit().await?;
+            tracing::warn!("event recorded for an account with no registered merchant");
+            return Ok(IntakeOutcome::UnknownAccount {
+                account: event.account.clone(),
+            });
+        };
+        tracing::Span::current().record("merchant.id", merchant.id.get());
+
+        let now = Utc::now();
+        let mut intake = intake::Intake {
+            tx: tx.as_mut(),
+            merchant: &merchant,
+            event,
+            now,
+        };
+        let applied = match &event.kind {
+            EventKind::InvoicePaymentFailed(invoice) => intake.payment_failed(invoice).await?,
+            EventKind::PaymentDeclined {
+                invoice_id,
+                decline,
+            } => intake.payment_declined(invoice_id, decline).await?,
+            EventKind::InvoiceSettled {
+                invoice,
+                settlement,
+            } => intake.settled(invoice, *settlement).await?,
+            EventKind::SubscriptionDeleted { subscription_id } => {
+                intake.subscription_deleted(subscription_id).await?
+            }
+            EventKind::Unhandled => false,
+        };
+        tx.commit().await?;
+
+        if applied {
+            Ok(IntakeOutcome::Applied {
+                merchant_id: merchant.id,
+            })
+        } else {
+            Ok(IntakeOutcome::Ignored {
+                merchant_id: Some(merchant.id),
+            })
+        }
+    }
+
+    /// Runs one claimed task and records its outcome under its lease.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Store`] when the database fails. The gateway may have
+    /// been called; the task stays running until its lease expires and is
+    /// then run again with the same idempotency key, so Stripe charges at
+    /// most once.
+    pub async fn run_task(&self, task: &Task) -> Result<TaskResult, EngineError> {
+        let span = info_span!(
+            "citadel.task",
+            task.id = task.id.get(),
+            task.kind = %task.kind,
+            task.attempt = task.attempts,
+            merchant.id = task.merchant_id.get(),
+            invoice.id = tracing::field::Empty,
+        );
+        retry::run(self, task).instrument(span).await
+    }
+}

@@ -1,0 +1,347 @@
+//! The effects of each event type, applied inside the intake transaction.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::activity::{ActivityKind, NewActivity};
+use crate::event::{Event, InvoiceSnapshot, Settlement};
+use crate::ids::{InvoiceId, SubscriptionId};
+use crate::merchant::Merchant;
+use crate::metrics::MetricsDelta;
+use crate::payment::Decline;
+use crate::policy::{DeclineClass, classify};
+use crate::recovery::{Recovery, RecoveryStatus};
+use crate::store::{StoreError, StoreTx, metrics_day};
+use crate::task::{DEFAULT_MAX_ATTEMPTS, NewTask, RetryPayment, TaskKind};
+
+pub(super) struct Intake<'a> {
+    pub(super) tx: &'a mut dyn StoreTx,
+    pub(super) merchant: &'a Merchant,
+    pub(super) event: &'a Event,
+    pub(super) now: DateTime<Utc>,
+}
+
+impl Intake<'_> {
+    /// Opens a recovery and schedules its first retry, unless the decline is
+    /// hard or the recovery exists already.
+    pub(super) async fn payment_failed(
+        &mut self,
+        invoice: &InvoiceSnapshot,
+    ) -> Result<bool, StoreError> {
+        let mut recovery = self.lock_or_insert_recovery(&invoice.id).await?;
+        if recovery.status != RecoveryStatus::AwaitingInvoice {
+            let message = format!(
+                "invoice.payment_failed noted: recovery is already {}, nothing scheduled",
+                recovery.status
+            );
+            return self.note(&mut recovery, message).await;
+        }
+
+        recovery.status = RecoveryStatus::Open;
+        recovery.customer_id = invoice.customer_id.clone();
+        recovery.subscription_id = invoice.subscription_id.clone();
+        recovery.amount_due = Some(invoice.amount_due);
+        if let Some(decline) = &invoice.decline {
+            recovery.last_decline = Some(decline.clone());
+        }
+        recovery.saw_event(self.event.created);
+
+        let mut delta = self.delta(invoice.amount_due.currency);
+        delta.failed_payments = 1;
+        self.tx.add_metrics(&delta).await?;
+        let opened = format!("recovery opened for {} due", invoice.amount_due);
+        self.log(
+            ActivityKind::RecoveryOpened,
+            &invoice.id,
+            opened,
+            json!({"attempt_count": invoice.attempt_count}),
+        )
+        .await?;
+
+        match recovery.last_decline.clone() {
+            Some(decline) if classify(&decline) == DeclineClass::Hard => {
+                let reason = format!("hard decline {}: not retried", decline.reason());
+                self.lose(&mut recovery, reason).await?;
+            }
+            _ => self.schedule_first_retry(&mut recovery).await?,
+        }
+        self.tx.update_recovery(&recovery).await?;
+        Ok(true)
+    }
+
+    /// Records the decline reason a `charge.failed` or
+    /// `payment_intent.payment_failed` carries, and ends an open recovery
+    /// when the decline is hard.
+    pub(super) async fn payment_declined(
+        &mut self,
+        invoice_id: &InvoiceId,
+        decline: &Decline,
+    ) -> Result<bool, StoreError> {
+        let mut recovery = self.lock_or_insert_recovery(invoice_id).await?;
+        if recovery.status.is_closed() {
+            let message = format!(
+                "decline {} noted: recovery is already {}",
+                decline.reason(),
+                recovery.status
+            );
+            return self.note(&mut recovery, message).await;
+        }
+
+        recovery.last_decline = Some(decline.clone());
+        recovery.saw_event(self.event.created);
+        let class = classify(decline);
+        let message = format!("decline {} recorded ({class:?})", decline.reason()).to_lowercase();
+        self.log(
+            ActivityKind::DeclineRecorded,
+            invoice_id,
+            message,
+            json!({"decline": decline}),
+        )
+        .await?;
+
+        if recovery.status == RecoveryStatus::Open && class == DeclineClass::Hard {
+            self.cancel_tasks(&recovery).await?;
+            let reason = format!(
+                "hard decline {}: pending retries cancelled",
+                decline.reason()
+            );
+            self.lose(&mut recovery, reason).await?;
+        }
+        self.tx.update_recovery(&recovery).await?;
+        Ok(true)
+    }
+
+    /// Ends the recovery of an invoice that was paid, voided or marked
+    /// uncollectible, cancelling its pending retries.
+    pub(super) async fn settled(
+        &mut self,
+        invoice: &InvoiceSnapshot,
+        settlement: Settlement,
+    ) -> Result<bool, StoreError> {
+        let Some(mut recovery) = self.tx.lock_recovery(self.merchant.id, &invoice.id).await? else {
+            return Ok(false);
+        };
+        if recovery.status.is_closed() {
+            let message = format!(
+                "{} noted: recovery is already {}",
+                self.event.event_type, recovery.status
+            );
+            return self.note(&mut recovery, message).await;
+        }
+
+        recovery.saw_event(self.event.created);
+        self.cancel_tasks(&recovery).await?;
+        let counted = recovery.status == RecoveryStatus::Open;
+        match settlement {
+            Settlement::Paid => {
+                let amount = if invoice.amount_paid.minor_units > 0 {
+                    invoice.amount_paid
+                } else {
+                    invoice.amount_due
+                };
+                recovery.amount_recovered = Some(amount);
+                recovery.close(
+                    RecoveryStatus::Recovered,
+                    self.event.event_type.clone(),
+                    self.now,
+                );
+                if counted {
+                    let mut delta = self.delta(amount.currency);
+                    delta.payments_recovered = 1;
+                    delta.amount_recovered = amount.minor_units;
+                    self.tx.add_metrics(&delta).await?;
+                }
+                let message = format!(
+                    "invoice paid ({}): recovered {amount}",
+                    self.event.event_type
+                );
+                self.log(
+                    ActivityKind::PaymentRecovered,
+                    &invoice.id,
+                    message,
+                    json!({"counted": counted}),
+                )
+                .await?;
+            }
+            Settlement::Voided | Settlement::MarkedUncollectible => {
+                let reason = format!("{}: no further retries", self.event.event_type);
+                if counted {
+                    self.lose(&mut recovery, reason).await?;
+                } else {
+                    recovery.close(RecoveryStatus::Lost, reason, self.now);
+                }
+            }
+        }
+        self.tx.update_recovery(&recovery).await?;
+        Ok(true)
+    }
+
+    /// Ends every open recovery of a deleted subscription.
+    pub(super) async fn subscription_deleted(
+        &mut self,
+        subscription: &SubscriptionId,
+    ) -> Result<bool, StoreError> {
+        let recoveries = self
+            .tx
+            .lock_open_recoveries_of_subscription(self.merchant.id, subscription)
+            .await?;
+        let applied = !recoveries.is_empty();
+        for mut recovery in recoveries {
+            recovery.saw_event(self.event.created);
+            self.cancel_tasks(&recovery).await?;
+            let reason = format!("subscription {subscription} deleted: no further retries");
+            if recovery.status == RecoveryStatus::Open {
+                self.lose(&mut recovery, reason).await?;
+            } else {
+                recovery.close(RecoveryStatus::Lost, reason, self.now);
+            }
+            self.tx.update_recovery(&recovery).await?;
+        }
+        Ok(applied)
+    }
+
+    async fn lock_or_insert_recovery(
+        &mut self,
+        invoice_id: &InvoiceId,
+    ) -> Result<Recovery, StoreError> {
+        if let Some(recovery) = self.tx.lock_recovery(self.merchant.id, invoice_id).await? {
+            return Ok(recovery);
+        }
+        let recovery = Recovery::new(
+            self.merchant.id,
+            invoice_id.clone(),
+            self.event.created,
+            self.now,
+        );
+        if self.tx.insert_recovery(&recovery).await? {
+            return Ok(recovery);
+        }
+        // A concurrent transaction inserted it first and has committed by now.
+        self.tx
+            .lock_recovery(self.merchant.id, invoice_id)
+            .await?
+            .ok_or_else(|| StoreError::InvalidRow {
+                table: "invoice_recoveries",
+                message: format!("recovery of {invoice_id} vanished after a conflicting insert"),
+            })
+    }
+
+    async fn schedule_first_retry(&mut self, recovery: &mut Recovery) -> Result<(), StoreError> {
+        let Some(run_at) = self.merchant.policy.retry_time(1, self.now) else {
+            return self
+                .lose(recovery, "the merchant's policy has no retries".to_owned())
+                .await;
+        };
+        let task = retry_task(self.merchant, &recovery.invoice_id, 1, run_at);
+        let task_id = self.tx.insert_task(&task).await?;
+        let message = format!(
+            "retry 1 of {} scheduled for {run_at}",
+            self.merchant.policy.max_retries()
+        );
+        let mut entry = NewActivity::new(self.merchant.id, ActivityKind::RetryScheduled, message)
+            .invoice(&recovery.invoice_id)
+            .event(&self.event.id);
+        if let Some(task_id) = task_id {
+            entry = entry.task(task_id);
+        }
+        self.tx.insert_activity(&entry).await
+    }
+
+    async fn cancel_tasks(&mut self, recovery: &Recovery) -> Result<(), StoreError> {
+        let cancelled = self
+            .tx
+            .cancel_pending_tasks(self.merchant.id, &recovery.invoice_id)
+            .await?;
+        if cancelled == 0 {
+            return Ok(());
+        }
+        let message = format!(
+            "{cancelled} pending retries cancelled by {}",
+            self.event.event_type
+        );
+        self.log(
+            ActivityKind::TasksCancelled,
+            &recovery.invoice_id,
+            message,
+            json!({"cancelled": cancelled}),
+        )
+        .await
+    }
+
+    /// Ends the recovery as lost, counting it in the metrics.
+    async fn lose(&mut self, recovery: &mut Recovery, reason: String) -> Result<(), StoreError> {
+        if let Some(amount) = recovery.amount_due {
+            let mut delta = self.delta(amount.currency);
+            delta.payments_lost = 1;
+            delta.amount_lost = amount.minor_units;
+            self.tx.add_metrics(&delta).await?;
+        }
+        let invoice_id = recovery.invoice_id.clone();
+        self.log(
+            ActivityKind::RecoveryLost,
+            &invoice_id,
+            format!("recovery lost: {reason}"),
+            serde_json::Value::Null,
+        )
+        .await?;
+        recovery.close(RecoveryStatus::Lost, reason, self.now);
+        Ok(())
+    }
+
+    async fn note(&mut self, recovery: &mut Recovery, message: String) -> Result<bool, StoreError> {
+        recovery.saw_event(self.event.created);
+        self.tx.update_recovery(recovery).await?;
+        let invoice_id = recovery.invoice_id.clone();
+        self.log(
+            ActivityKind::EventNoted,
+            &invoice_id,
+            message,
+            serde_json::Value::Null,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn log(
+        &mut self,
+        kind: ActivityKind,
+        invoice_id: &InvoiceId,
+        message: String,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        tracing::info!(invoice.id = %invoice_id, activity = %kind, "{message}");
+        let entry = NewActivity::new(self.merchant.id, kind, message)
+            .invoice(invoice_id)
+            .event(&self.event.id)
+            .details(details);
+        self.tx.insert_activity(&entry).await
+    }
+
+    fn delta(&self, currency: crate::money::Currency) -> MetricsDelta {
+        MetricsDelta::zero(self.merchant.id, metrics_day(self.now), currency)
+    }
+}
+
+/// Builds the task of retry number `attempt` of an invoice.
+pub(super) fn retry_task(
+    merchant: &Merchant,
+    invoice_id: &InvoiceId,
+    attempt: u32,
+    run_at: DateTime<Utc>,
+) -> NewTask {
+    let payload = RetryPayment {
+        invoice_id: invoice_id.clone(),
+        attempt,
+        idempotency_key: format!("citadel-{}-{invoice_id}-retry-{attempt}", merchant.id),
+    };
+    NewTask {
+        merchant_id: merchant.id,
+        kind: TaskKind::retry_payment(),
+        invoice_id: Some(invoice_id.clone()),
+        // Serializing a struct of strings and integers cannot fail.
+        payload: serde_json::to_value(&payload).unwrap_or_default(),
+        run_at,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        dedupe_key: Some(format!("retry:{invoice_id}:{attempt}")),
+    }
+}

@@ -1,0 +1,423 @@
+//! Running one claimed retry task.
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::{Engine, EngineError, intake::retry_task};
+use crate::activity::{ActivityKind, NewActivity};
+use crate::ids::InvoiceId;
+use crate::merchant::Merchant;
+use crate::metrics::MetricsDelta;
+use crate::payment::{Decline, IdempotencyKey, PayInvoice, PaymentGateway, PaymentOutcome};
+use crate::policy::{DeclineDecision, after_decline, transient_backoff};
+use crate::recovery::{Recovery, RecoveryStatus};
+use crate::store::{Store, StoreTx, metrics_day};
+use crate::task::{RetryPayment, Task, TaskStatus, TaskUpdate};
+
+/// How a task run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskResult {
+    /// The invoice was paid.
+    Recovered,
+    /// The retry was declined and another is scheduled.
+    RetryScheduled,
+    /// The recovery ended without payment.
+    Lost,
+    /// The task ended without a payment decision (the recovery had already
+    /// ended, or the invoice was not payable).
+    Completed,
+    /// The task will run again after a transient error.
+    Rescheduled,
+    /// The task failed for good.
+    Failed,
+    /// The task's lease was lost before the outcome was written; another
+    /// worker owns the task now, and nothing was written.
+    LeaseLost,
+}
+
+struct Run<'a> {
+    task: &'a Task,
+    merchant: &'a Merchant,
+    retry: &'a RetryPayment,
+}
+
+pub(super) async fn run<S: Store, G: PaymentGateway>(
+    engine: &Engine<S, G>,
+    task: &Task,
+) -> Result<TaskResult, EngineError> {
+    let store = &engine.store;
+    let merchant =
+        store
+            .merchant(task.merchant_id)
+            .await?
+            .ok_or(EngineError::MerchantNotFound {
+                task_id: task.id,
+                merchant_id: task.merchant_id,
+            })?;
+
+    let retry = match task.retry_payment() {
+        Ok(retry) => retry,
+        Err(err) => {
+            let error = format!("invalid retry_payment payload: {err}");
+            return finish_without_payment(
+                engine,
+                task,
+                &merchant,
+                None,
+                TaskUpdate::Fail { error },
+            )
+            .await;
+        }
+    };
+    tracing::Span::current().record("invoice.id", retry.invoice_id.as_str());
+    let run = Run {
+        task,
+        merchant: &merchant,
+        retry: &retry,
+    };
+
+    let recovery = store.recovery(merchant.id, &retry.invoice_id).await?;
+    if !recovery.is_some_and(|recovery| recovery.status == RecoveryStatus::Open) {
+        return finish_without_payment(
+            engine,
+            task,
+            &merchant,
+            Some(&retry.invoice_id),
+            TaskUpdate::Complete,
+        )
+        .await;
+    }
+
+    let request = PayInvoice {
+        account: merchant.account_id.clone(),
+        invoice: retry.invoice_id.clone(),
+        idempotency_key: IdempotencyKey::new(retry.idempotency_key.clone()),
+    };
+    let outcome = engine.gateway.pay_invoice(&request).await;
+    record_outcome(engine, &run, outcome).await
+}
+
+/// Ends a task that made no payment call: a skipped retry or a bad payload.
+async fn finish_without_payment<S: Store, G: PaymentGateway>(
+    engine: &Engine<S, G>,
+    task: &Task,
+    merchant: &Merchant,
+    invoice_id: Option<&InvoiceId>,
+    update: TaskUpdate,
+) -> Result<TaskResult, EngineError> {
+    let Some(lease) = &task.lease else {
+        return Ok(TaskResult::LeaseLost);
+    };
+    TaskStatus::Running.apply(update.transition())?;
+
+    let mut tx = engine.store.begin().await?;
+    if !tx.finish_task(lease, &update).await? {
+        return Ok(TaskResult::LeaseLost);
+    }
+    let (kind, message, result) = match &update {
+        TaskUpdate::Fail { error } => (ActivityKind::TaskFailed, error.clone(), TaskResult::Failed),
+        _ => (
+            ActivityKind::RetrySkipped,
+            "retry skipped: the recovery has ended".to_owned(),
+            TaskResult::Completed,
+        ),
+    };
+    let mut entry = NewActivity::new(merchant.id, kind, message).task(task.id);
+    if let Some(invoice_id) = invoice_id {
+        entry = entry.invoice(invoice_id);
+    }
+    tx.insert_activity(&entry).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+async fn record_outcome<S: Store, G: PaymentGateway>(
+    engine: &Engine<S, G>,
+    run: &Run<'_>,
+    outcome: PaymentOutcome,
+) -> Result<TaskResult, EngineError> {
+    let Some(lease) = &run.task.lease else {
+        return Ok(TaskResult::LeaseLost);
+    };
+    let now = Utc::now();
+    let mut tx = engine.store.begin().await?;
+    let Some(mut recovery) = tx
+        .lock_recovery(run.merchant.id, &run.retry.invoice_id)
+        .await?
+    else {
+        return Err(EngineError::Store(crate::store::StoreError::InvalidRow {
+            table: "invoice_recoveries",
+            message: format!(
+                "recovery of {} missing for task {}",
+                run.retry.invoice_id, run.task.id
+            ),
+        }));
+    };
+
+    let mut writer = OutcomeWriter {
+        tx: tx.as_mut(),
+        run,
+        recovery: &mut recovery,
+        now,
+    };
+    let (update, result) = writer.apply(outcome).await?;
+    TaskStatus::Running.apply(update.transition())?;
+    if !tx.finish_task(lease, &update).await? {
+        tracing::warn!("task lease lost before its outcome was written; the outcome is discarded");
+        return Ok(TaskResult::LeaseLost);
+    }
+    tx.update_recovery(&recovery).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+struct OutcomeWriter<'a> {
+    tx: &'a mut dyn StoreTx,
+    run: &'a Run<'a>,
+    recovery: &'a mut Recovery,
+    now: chrono::DateTime<Utc>,
+}
+
+impl OutcomeWriter<'_> {
+    async fn apply(
+        &mut self,
+        outcome: PaymentOutcome,
+    ) -> Result<(TaskUpdate, TaskResult), EngineError> {
+        let open = self.recovery.status == RecoveryStatus::Open;
+        match outcome {
+            PaymentOutcome::Paid { amount_paid } => {
+                self.count_retry().await?;
+                if open {
+                    self.recovery.amount_recovered = Some(amount_paid);
+                    self.recovery
+                        .close(RecoveryStatus::Recovered, "paid by a retry", self.now);
+                    self.add_metrics(|delta| {
+                        delta.payments_recovered = 1;
+                        delta.amount_recovered = amount_paid.minor_units;
+                    })
+                    .await?;
+                }
+                let message = format!(
+                    "retry {} paid the invoice: recovered {amount_paid}",
+                    self.run.retry.attempt
+                );
+                self.log(
+                    ActivityKind::PaymentRecovered,
+                    message,
+                    json!({"counted": open}),
+                )
+                .await?;
+                Ok((TaskUpdate::Complete, TaskResult::Recovered))
+            }
+            PaymentOutcome::Declined(decline) => self.declined(decline).await,
+            PaymentOutcome::ActionRequired { message } => {
+                self.count_retry().await?;
+                let reason = format!(
+                    "customer action required ({message}): off-session retries cannot succeed"
+                );
+                self.lose(reason).await?;
+                Ok((TaskUpdate::Complete, TaskResult::Lost))
+            }
+            PaymentOutcome::NotPayable { message } => {
+                // NOTE: the recovery stays open until Stripe's own event
+                // (invoice.paid, invoice.voided, …) says how the invoice ended.
+                let message = format!(
+                    "invoice not payable ({message}); waiting for Stripe's event to close the recovery"
+                );
+                self.log(ActivityKind::RetrySkipped, message, serde_json::Value::Null)
+                    .await?;
+                Ok((TaskUpdate::Complete, TaskResult::Completed))
+            }
+            PaymentOutcome::RateLimited { retry_after } => {
+                let wait = transient_backoff(self.run.task.attempts, retry_after);
+                self.transient("rate limited by Stripe (HTTP 429)".to_owned(), wait)
+                    .await
+            }
+            PaymentOutcome::Transient { message } => {
+                let wait = transient_backoff(self.run.task.attempts, None);
+                self.transient(message, wait).await
+            }
+            PaymentOutcome::Rejected { status, message } => {
+                let error = format!(
+                    "Stripe rejected the request (HTTP {status}): {message}; fix the cause, then retry the task"
+                );
+                tracing::error!(http.status = status, "{error}");
+                self.log(
+                    ActivityKind::TaskFailed,
+                    error.clone(),
+                    json!({"status": status}),
+                )
+                .await?;
+                Ok((TaskUpdate::Fail { error }, TaskResult::Failed))
+            }
+        }
+    }
+
+    async fn declined(
+        &mut self,
+        decline: Decline,
+    ) -> Result<(TaskUpdate, TaskResult), EngineError> {
+        self.count_retry().await?;
+        let attempt = self.run.retry.attempt;
+        let decision = after_decline(&self.run.merchant.policy, &decline, attempt, self.now);
+        self.recovery.last_decline = Some(decline.clone());
+        let reason = decline.reason().to_owned();
+        let details = json!({"decline": decline});
+
+        if self.recovery.status != RecoveryStatus::Open {
+            let message = format!("retry {attempt} declined ({reason}) after the recovery ended");
+            self.log(ActivityKind::RetryDeclined, message, details)
+                .await?;
+            return Ok((TaskUpdate::Complete, TaskResult::Completed));
+        }
+
+        match decision {
+            DeclineDecision::RetryAt {
+                attempt: next,
+                run_at,
+            } => {
+                let message = format!(
+                    "retry {attempt} declined ({reason}): retry {next} scheduled for {run_at}"
+                );
+                self.log(ActivityKind::RetryDeclined, message, details)
+                    .await?;
+                let task = retry_task(self.run.merchant, &self.recovery.invoice_id, next, run_at);
+                let task_id = self.tx.insert_task(&task).await?;
+                let scheduled = format!(
+                    "retry {next} of {} scheduled",
+                    self.run.merchant.policy.max_retries()
+                );
+                let mut entry = NewActivity::new(
+                    self.run.merchant.id,
+                    ActivityKind::RetryScheduled,
+                    scheduled,
+                )
+                .invoice(&self.recovery.invoice_id)
+                .task(self.run.task.id);
+                if let Some(task_id) = task_id {
+                    entry = entry.details(json!({"next_task_id": task_id}));
+                }
+                self.tx.insert_activity(&entry).await?;
+                Ok((TaskUpdate::Complete, TaskResult::RetryScheduled))
+            }
+            DeclineDecision::StopHardDecline => {
+                self.log(
+                    ActivityKind::RetryDeclined,
+                    format!("retry {attempt} declined ({reason})"),
+                    details,
+                )
+                .await?;
+                self.lose(format!("hard decline {reason}: no further retries"))
+                    .await?;
+                Ok((TaskUpdate::Complete, TaskResult::Lost))
+            }
+            DeclineDecision::StopScheduleExhausted => {
+                self.log(
+                    ActivityKind::RetryDeclined,
+                    format!("retry {attempt} declined ({reason})"),
+                    details,
+                )
+                .await?;
+                // TODO: run the merchant's final action on the connected
+                // account; until then every invoice is left open in Stripe.
+                let action = self.run.merchant.policy.final_action;
+                self.lose(format!(
+                    "all {attempt} retries declined; final action {action:?}"
+                ))
+                .await?;
+                Ok((TaskUpdate::Complete, TaskResult::Lost))
+            }
+        }
+    }
+
+    async fn transient(
+        &mut self,
+        message: String,
+        wait: std::time::Duration,
+    ) -> Result<(TaskUpdate, TaskResult), EngineError> {
+        let task = self.run.task;
+        if task.attempts >= task.max_attempts {
+            let error = format!("{message}; gave up after {} attempts", task.attempts);
+            tracing::warn!(task.attempts = task.attempts, "{error}");
+            self.log(
+                ActivityKind::TaskFailed,
+                error.clone(),
+                serde_json::Value::Null,
+            )
+            .await?;
+            return Ok((TaskUpdate::Fail { error }, TaskResult::Failed));
+        }
+        let run_at = self.now
+            + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::minutes(10));
+        let note = format!("{message}; run again at {run_at} with the same idempotency key");
+        tracing::info!(task.attempts = task.attempts, "{note}");
+        self.log(ActivityKind::TaskRescheduled, note, serde_json::Value::Null)
+            .await?;
+        Ok((
+            TaskUpdate::Reschedule {
+                run_at,
+                error: message,
+            },
+            TaskResult::Rescheduled,
+        ))
+    }
+
+    async fn count_retry(&mut self) -> Result<(), EngineError> {
+        self.recovery.retries_made += 1;
+        self.add_metrics(|delta| delta.retries_attempted = 1).await
+    }
+
+    async fn lose(&mut self, reason: String) -> Result<(), EngineError> {
+        let amount_lost = self
+            .recovery
+            .amount_due
+            .map_or(0, |amount| amount.minor_units);
+        self.add_metrics(|delta| {
+            delta.payments_lost = 1;
+            delta.amount_lost = amount_lost;
+        })
+        .await?;
+        self.log(
+            ActivityKind::RecoveryLost,
+            format!("recovery lost: {reason}"),
+            serde_json::Value::Null,
+        )
+        .await?;
+        self.recovery.close(RecoveryStatus::Lost, reason, self.now);
+        Ok(())
+    }
+
+    /// Adds to today's metrics in the invoice's currency. An open recovery
+    /// always knows its amount due; one that does not is not counted.
+    async fn add_metrics(
+        &mut self,
+        fill: impl FnOnce(&mut MetricsDelta),
+    ) -> Result<(), EngineError> {
+        let Some(amount_due) = self.recovery.amount_due else {
+            return Ok(());
+        };
+        let mut delta = MetricsDelta::zero(
+            self.run.merchant.id,
+            metrics_day(self.now),
+            amount_due.currency,
+        );
+        fill(&mut delta);
+        self.tx.add_metrics(&delta).await?;
+        Ok(())
+    }
+
+    async fn log(
+        &mut self,
+        kind: ActivityKind,
+        message: String,
+        details: serde_json::Value,
+    ) -> Result<(), EngineError> {
+        tracing::info!(activity = %kind, "{message}");
+        let entry = NewActivity::new(self.run.merchant.id, kind, message)
+            .invoice(&self.recovery.invoice_id)
+            .task(self.run.task.id)
+            .details(details);
+        self.tx.insert_activity(&entry).await?;
+        Ok(())
+    }
+}

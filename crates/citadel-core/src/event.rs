@@ -1,0 +1,106 @@
+//! Stripe events as the engine sees them.
+//!
+//! The Stripe adapter parses webhook bodies of any API version into an
+//! [`Event`], keeping only the fields the engine acts on, plus the raw JSON for
+//! the record. Event types the engine does not act on become
+//! [`EventKind::Unhandled`]: they are recorded and acknowledged, never
+//! rejected.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, CustomerId, EventId, InvoiceId, SubscriptionId};
+use crate::money::Money;
+use crate::payment::Decline;
+
+/// A Stripe event, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Stripe's event id.
+    pub id: EventId,
+    /// The connected account the event happened on; `None` for the
+    /// platform's own account.
+    pub account: Option<AccountId>,
+    /// The event type, such as `invoice.payment_failed`.
+    pub event_type: String,
+    /// When Stripe created the event.
+    pub created: DateTime<Utc>,
+    /// The API version the event is rendered in, if Stripe sent one.
+    pub api_version: Option<String>,
+    /// Whether the event comes from live mode.
+    pub livemode: bool,
+    /// The id of the API request that caused the event, or `None` when Stripe
+    /// caused it itself (an automatic retry, a subscription renewal).
+    pub request_id: Option<String>,
+    /// What the engine acts on.
+    pub kind: EventKind,
+    /// The whole event as received, kept in the event record.
+    pub payload: serde_json::Value,
+}
+
+/// The part of an event the engine acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// `invoice.payment_failed`: a payment of the invoice failed.
+    InvoicePaymentFailed(InvoiceSnapshot),
+    /// The invoice no longer needs recovering: `invoice.paid`,
+    /// `invoice.payment_succeeded`, `invoice.voided` or
+    /// `invoice.marked_uncollectible`.
+    InvoiceSettled {
+        /// The invoice as the event shows it.
+        invoice: InvoiceSnapshot,
+        /// How it was settled.
+        settlement: Settlement,
+    },
+    /// `charge.failed` or `payment_intent.payment_failed` that names the
+    /// invoice it was paying: it carries the decline reason, which the
+    /// invoice event itself does not.
+    PaymentDeclined {
+        /// The invoice the payment was for.
+        invoice_id: InvoiceId,
+        /// Why it was declined.
+        decline: Decline,
+    },
+    /// `customer.subscription.deleted`.
+    SubscriptionDeleted {
+        /// The deleted subscription.
+        subscription_id: SubscriptionId,
+    },
+    /// Any other event type, or an event the engine does not need.
+    Unhandled,
+}
+
+/// How an invoice stopped needing recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settlement {
+    /// The invoice was paid (`invoice.paid`, `invoice.payment_succeeded`).
+    Paid,
+    /// The invoice was voided.
+    Voided,
+    /// The invoice was marked uncollectible.
+    MarkedUncollectible,
+}
+
+/// The invoice fields the engine needs, read from old and new API shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceSnapshot {
+    /// The invoice id.
+    pub id: InvoiceId,
+    /// The customer billed.
+    pub customer_id: Option<CustomerId>,
+    /// The subscription the invoice belongs to: top-level `subscription` in
+    /// API versions before 2025-03-31, `parent.subscription_details` after.
+    pub subscription_id: Option<SubscriptionId>,
+    /// The amount due.
+    pub amount_due: Money,
+    /// The amount paid so far.
+    pub amount_paid: Money,
+    /// How many payment attempts Stripe has made.
+    pub attempt_count: u32,
+    /// The invoice status (`open`, `paid`, `void`, `uncollectible`), if sent.
+    pub status: Option<String>,
+    /// The decline reason, when the event embeds the failed charge or
+    /// payment intent.
+    pub decline: Option<Decline>,
+}

@@ -1,0 +1,42 @@
+//! The core of Citadel: domain types, the task state machine, the recovery
+//! policy, the store and payment traits, and the engine and worker that tie
+//! them together.
+//!
+//! This crate knows nothing of PostgreSQL or of Stripe's HTTP API. The
+//! `citadel-postgres` crate implements [`store::Store`], and
+//! `citadel-stripe` implements [`payment::PaymentGateway`] and parses
+//! webhooks into [`event::Event`].
+//!
+//! # How a failed payment is recovered
+//!
+//! 1. A verified webhook event goes to [`engine::Engine::ingest`], which in
+//!    one transaction records the event id (a redelivery is a no-op), opens
+//!    the invoice's [`recovery::Recovery`] and schedules its first retry as a
+//!    [`task::Task`] row.
+//! 2. A [`worker::Worker`] claims due tasks with a lease and calls
+//!    [`engine::Engine::run_task`], which pays the invoice on the merchant's
+//!    connected account with an idempotency key fixed at scheduling time.
+//! 3. The [`policy`] decides what follows: recovered, another retry, or lost;
+//!    the task, the recovery, the [`metrics`] and the [`activity`] ledger are
+//!    written in one transaction under the task's lease.
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod activity;
+pub mod engine;
+pub mod event;
+pub mod ids;
+pub mod merchant;
+pub mod metrics;
+pub mod money;
+pub mod payment;
+pub mod policy;
+pub mod recovery;
+pub mod secret;
+pub mod store;
+pub mod task;
+pub mod worker;
+
+pub use engine::{Engine, EngineError, IntakeOutcome};
+pub use secret::Secret;
+pub use worker::{Worker, WorkerConfig};

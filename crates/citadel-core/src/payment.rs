@@ -1,0 +1,131 @@
+//! The payment side: paying an invoice on a merchant's connected account.
+//!
+//! [`PaymentGateway`] is what the engine calls to retry an invoice. Every
+//! answer, including a network failure, becomes a [`PaymentOutcome`] that the
+//! recovery policy acts on, so the gateway itself has no error type.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, InvoiceId};
+use crate::money::Money;
+
+/// The reasons a card issuer or Stripe gave for a declined payment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decline {
+    /// Stripe's error code, such as `card_declined` or `expired_card`.
+    pub code: Option<String>,
+    /// The issuer's reason, such as `insufficient_funds` or `stolen_card`.
+    pub decline_code: Option<String>,
+    /// The card network's advice code, such as `do_not_try_again`.
+    pub advice_code: Option<String>,
+    /// Stripe's human-readable message. It never holds card numbers.
+    pub message: Option<String>,
+}
+
+impl Decline {
+    /// Creates a decline with only an issuer's decline code.
+    pub fn with_decline_code(decline_code: impl Into<String>) -> Self {
+        Self {
+            decline_code: Some(decline_code.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Returns the most specific code present: the decline code, else the
+    /// error code, else `unknown`.
+    pub fn reason(&self) -> &str {
+        self.decline_code
+            .as_deref()
+            .or(self.code.as_deref())
+            .unwrap_or("unknown")
+    }
+}
+
+/// An `Idempotency-Key` for one payment attempt.
+///
+/// Stripe keeps the answer of the first request made with a key for at least
+/// 24 hours and returns it for any repeat, so a retried request never charges
+/// twice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Creates a key. Stripe accepts at most 255 characters.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// Returns the key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A request to pay an open invoice with its customer's saved payment method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayInvoice {
+    /// The connected account that owns the invoice, or `None` for the
+    /// platform's own account.
+    pub account: Option<AccountId>,
+    /// The invoice to pay.
+    pub invoice: InvoiceId,
+    /// The key that makes the request safe to repeat.
+    pub idempotency_key: IdempotencyKey,
+}
+
+/// The result of a [`PayInvoice`] request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// The invoice is paid.
+    Paid {
+        /// The amount paid.
+        amount_paid: Money,
+    },
+    /// The card was declined.
+    Declined(Decline),
+    /// The payment needs the customer (3-D Secure or another action), so no
+    /// off-session retry can succeed.
+    ActionRequired {
+        /// What Stripe said.
+        message: String,
+    },
+    /// The invoice cannot be paid any more: it is already paid, void,
+    /// uncollectible or deleted. This is not a recovery by Citadel.
+    NotPayable {
+        /// What Stripe said.
+        message: String,
+    },
+    /// Stripe answered 429; try again after the wait.
+    RateLimited {
+        /// The wait Stripe asked for, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The request may not have reached Stripe, or Stripe failed (a timeout, a
+    /// dropped connection, HTTP 5xx, an answer that could not be read). Retry
+    /// with the same idempotency key.
+    Transient {
+        /// What went wrong.
+        message: String,
+    },
+    /// Stripe rejected the request itself (a bad API key, a missing
+    /// permission on the connected account, an invalid parameter): retrying
+    /// cannot help until an operator fixes the cause.
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// What Stripe said.
+        message: String,
+    },
+}
+
+/// Pays invoices on connected accounts.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait PaymentGateway: Send + Sync + 'static {
+    /// Attempts to pay the invoice, returning how it went.
+    async fn pay_invoice(&self, request: &PayInvoice) -> PaymentOutcome;
+}

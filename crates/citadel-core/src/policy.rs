@@ -1,0 +1,314 @@
+//! The recovery policy: which declines are worth retrying, and when.
+//!
+//! Everything here is pure: the engine passes in what happened and the
+//! current time, and gets back a decision to record.
+//!
+//! A decline is *hard* when the issuer said the card must not be charged
+//! again (stolen, lost, picked up, a wrong number, revoked authorization):
+//! retrying such a card can get the merchant flagged by the card network, so it
+//! is never retried. Everything else, including codes this table does not
+//! know, is *soft* and follows the merchant's schedule.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::payment::Decline;
+
+/// Decline codes that are never retried automatically.
+///
+/// Sources: Stripe's decline code reference marks these as "the customer
+/// should not retry" or as fraud-related, and the card networks forbid
+/// re-presenting them.
+pub const HARD_DECLINE_CODES: &[&str] = &[
+    "stolen_card",
+    "lost_card",
+    "pickup_card",
+    "incorrect_number",
+    "invalid_account",
+    "restricted_card",
+    "revocation_of_authorization",
+    "revocation_of_all_authorizations",
+    "security_violation",
+    "fraudulent",
+    "merchant_blacklist",
+    "transaction_not_allowed",
+    "authentication_required",
+];
+
+/// How a decline is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeclineClass {
+    /// Retrying may succeed later (insufficient funds, issuer unavailable).
+    Soft,
+    /// Must not be retried.
+    Hard,
+}
+
+/// Classifies a decline by its `decline_code`, falling back to its `code`.
+///
+/// # Examples
+///
+/// ```
+/// use citadel_core::payment::Decline;
+/// use citadel_core::policy::{classify, DeclineClass};
+///
+/// let stolen = Decline::with_decline_code("stolen_card");
+/// assert_eq!(classify(&stolen), DeclineClass::Hard);
+/// let funds = Decline::with_decline_code("insufficient_funds");
+/// assert_eq!(classify(&funds), DeclineClass::Soft);
+/// ```
+pub fn classify(decline: &Decline) -> DeclineClass {
+    let codes = [decline.decline_code.as_deref(), decline.code.as_deref()];
+    let hard = codes
+        .into_iter()
+        .flatten()
+        .any(|code| HARD_DECLINE_CODES.contains(&code));
+    if hard {
+        DeclineClass::Hard
+    } else {
+        DeclineClass::Soft
+    }
+}
+
+/// What happens to an invoice whose last scheduled retry failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalAction {
+    /// Leave the invoice open in Stripe (the default).
+    #[default]
+    LeaveOpen,
+    /// Mark the invoice uncollectible.
+    MarkUncollectible,
+    /// Cancel the subscription the invoice belongs to.
+    CancelSubscription,
+}
+
+/// A merchant's recovery policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryPolicy {
+    /// Delays before each retry, counted from the failure that scheduled it:
+    /// the first entry is the wait after the original failure, the second the
+    /// wait after the first retry failed, and so on. Their count is the number
+    /// of retries. Default: 1, 3, 5 and 7 days.
+    #[serde(with = "seconds_list")]
+    pub retry_delays: Vec<Duration>,
+    /// What to do after the last retry failed. Default: leave the invoice
+    /// open.
+    #[serde(default)]
+    pub final_action: FinalAction,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        Self {
+            retry_delays: vec![DAY, 3 * DAY, 5 * DAY, 7 * DAY],
+            final_action: FinalAction::LeaveOpen,
+        }
+    }
+}
+
+impl RecoveryPolicy {
+    /// Creates a policy with the given delays and the default final action.
+    pub fn with_delays(retry_delays: Vec<Duration>) -> Self {
+        Self {
+            retry_delays,
+            ..Self::default()
+        }
+    }
+
+    /// Returns how many retries the policy makes.
+    pub fn max_retries(&self) -> u32 {
+        u32::try_from(self.retry_delays.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Returns when retry number `attempt` (starting at 1) should run, after a
+    /// failure at `failed_at`, or `None` when the schedule has no such retry.
+    pub fn retry_time(&self, attempt: u32, failed_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let index = usize::try_from(attempt.checked_sub(1)?).ok()?;
+        let delay = chrono::Duration::from_std(*self.retry_delays.get(index)?).ok()?;
+        failed_at.checked_add_signed(delay)
+    }
+}
+
+/// The policy's decision after a retry of an invoice was declined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclineDecision {
+    /// Schedule retry number `attempt` at `run_at`.
+    RetryAt {
+        /// The number of the next retry.
+        attempt: u32,
+        /// When it runs.
+        run_at: DateTime<Utc>,
+    },
+    /// Stop: the decline is hard.
+    StopHardDecline,
+    /// Stop: every retry of the schedule has been made.
+    StopScheduleExhausted,
+}
+
+/// Decides what follows a declined retry number `attempt` at `now`.
+pub fn after_decline(
+    policy: &RecoveryPolicy,
+    decline: &Decline,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> DeclineDecision {
+    if classify(decline) == DeclineClass::Hard {
+        return DeclineDecision::StopHardDecline;
+    }
+    let next = attempt.saturating_add(1);
+    match policy.retry_time(next, now) {
+        Some(run_at) => DeclineDecision::RetryAt {
+            attempt: next,
+            run_at,
+        },
+        None => DeclineDecision::StopScheduleExhausted,
+    }
+}
+
+/// The wait before running a task again after a transient error (a timeout,
+/// HTTP 5xx, a rate limit): `retry_after` when Stripe sent one, else
+/// exponential from 2 seconds, doubling per attempt and capped at 10 minutes.
+///
+/// TODO: add jitter so many workers hit by one outage do not retry in step.
+pub fn transient_backoff(attempts: i32, retry_after: Option<Duration>) -> Duration {
+    if let Some(wait) = retry_after {
+        return wait;
+    }
+    let exponent = u32::try_from(attempts.clamp(0, 16)).unwrap_or(0);
+    let seconds = 2u64.saturating_pow(exponent.max(1));
+    Duration::from_secs(seconds.min(600))
+}
+
+mod seconds_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        delays: &[Duration],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(delays.iter().map(Duration::as_secs))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        let seconds = Vec::<u64>::deserialize(deserializer)?;
+        Ok(seconds.into_iter().map(Duration::from_secs).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn classification_table() {
+        let cases = [
+            (Some("stolen_card"), None, DeclineClass::Hard),
+            (Some("lost_card"), None, DeclineClass::Hard),
+            (Some("pickup_card"), None, DeclineClass::Hard),
+            (None, Some("incorrect_number"), DeclineClass::Hard),
+            (
+                Some("insufficient_funds"),
+                Some("card_declined"),
+                DeclineClass::Soft,
+            ),
+            (
+                Some("generic_decline"),
+                Some("card_declined"),
+                DeclineClass::Soft,
+            ),
+            (Some("some_future_code"), None, DeclineClass::Soft),
+            (None, None, DeclineClass::Soft),
+        ];
+        for (decline_code, code, expected) in cases {
+            let decline = Decline {
+                code: code.map(str::to_owned),
+                decline_code: decline_code.map(str::to_owned),
+                ..Decline::default()
+            };
+            assert_eq!(classify(&decline), expected, "{decline_code:?} {code:?}");
+        }
+    }
+
+    #[test]
+    fn retry_times_follow_the_delays() {
+        let policy =
+            RecoveryPolicy::with_delays(vec![Duration::from_secs(10), Duration::from_secs(20)]);
+        assert_eq!(policy.retry_time(1, at(100)), Some(at(110)));
+        assert_eq!(policy.retry_time(2, at(100)), Some(at(120)));
+        assert_eq!(policy.retry_time(3, at(100)), None);
+        assert_eq!(policy.retry_time(0, at(100)), None);
+    }
+
+    #[test]
+    fn soft_decline_schedules_next_retry() {
+        let policy =
+            RecoveryPolicy::with_delays(vec![Duration::from_secs(10), Duration::from_secs(20)]);
+        let decline = Decline::with_decline_code("insufficient_funds");
+        assert_eq!(
+            after_decline(&policy, &decline, 1, at(1000)),
+            DeclineDecision::RetryAt {
+                attempt: 2,
+                run_at: at(1020)
+            }
+        );
+    }
+
+    #[test]
+    fn last_soft_decline_stops() {
+        let policy = RecoveryPolicy::with_delays(vec![Duration::from_secs(10)]);
+        let decline = Decline::with_decline_code("insufficient_funds");
+        assert_eq!(
+            after_decline(&policy, &decline, 1, at(0)),
+            DeclineDecision::StopScheduleExhausted
+        );
+    }
+
+    #[test]
+    fn hard_decline_stops_at_once() {
+        let policy = RecoveryPolicy::default();
+        let decline = Decline::with_decline_code("lost_card");
+        assert_eq!(
+            after_decline(&policy, &decline, 1, at(0)),
+            DeclineDecision::StopHardDecline
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(transient_backoff(1, None), Duration::from_secs(2));
+        assert_eq!(transient_backoff(3, None), Duration::from_secs(8));
+        assert_eq!(transient_backoff(40, None), Duration::from_secs(600));
+        assert_eq!(
+            transient_backoff(3, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn policy_serializes_delays_as_seconds() {
+        let policy = RecoveryPolicy::with_delays(vec![Duration::from_secs(60)]);
+        let json = serde_json::to_value(&policy).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"retry_delays": [60], "final_action": "leave_open"})
+        );
+        let back: RecoveryPolicy = serde_json::from_value(json).unwrap();
+        assert_eq!(back, policy);
+    }
+}

@@ -1,0 +1,258 @@
+//! The store traits: everything the engine keeps, behind one seam.
+//!
+//! [`Store`] holds the reads and the task claim; [`StoreTx`] is one database
+//! transaction in which the engine records an event or a task's outcome
+//! together with every effect of it (recovery, tasks, metrics, activity).
+//! Nothing is written unless [`StoreTx::commit`] succeeds, and dropping a
+//! transaction rolls it back.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::activity::{Activity, ActivityFilter, NewActivity};
+use crate::event::Event;
+use crate::ids::{AccountId, EventId, InvoiceId, MerchantId, SubscriptionId, TaskId};
+use crate::merchant::{Merchant, NewMerchant};
+use crate::metrics::{DailyMetrics, MetricsDelta};
+use crate::recovery::Recovery;
+use crate::task::{Lease, NewTask, Task, TaskKind, TaskStatus, TaskUpdate};
+
+/// An error from a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed or could not be reached.
+    #[error("database error while {operation}")]
+    Database {
+        /// What the store was doing, such as "claiming tasks".
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A merchant with this connected account already exists.
+    #[error(
+        "a merchant with account {account} already exists; use that merchant or another account"
+    )]
+    DuplicateAccount {
+        /// The account, or `platform` for the platform's own account.
+        account: String,
+    },
+    /// A stored row could not be read back into a domain value.
+    #[error("invalid row in {table}: {message}")]
+    InvalidRow {
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// A request to claim due tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The worker's id, stored as the lease owner.
+    pub worker_id: String,
+    /// Only tasks of these kinds are claimed.
+    pub kinds: Vec<TaskKind>,
+    /// At most this many tasks are claimed.
+    pub limit: u32,
+    /// How long the lease lasts.
+    pub lease_duration: Duration,
+}
+
+/// Filters for listing tasks; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this merchant.
+    pub merchant_id: Option<MerchantId>,
+    /// At most this many, newest first. Default 100.
+    pub limit: Option<u32>,
+    /// Only tasks with an id lower than this (the page after it).
+    pub before: Option<TaskId>,
+}
+
+/// How many tasks are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCounts {
+    /// Pending tasks.
+    pub pending: i64,
+    /// Running tasks.
+    pub running: i64,
+    /// Completed tasks.
+    pub completed: i64,
+    /// Failed tasks.
+    pub failed: i64,
+    /// Cancelled tasks.
+    pub cancelled: i64,
+}
+
+/// An event as recorded in `processed_events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Stripe's event id.
+    pub event_id: EventId,
+    /// The connected account, `None` for the platform's own.
+    pub account: Option<AccountId>,
+    /// The event type.
+    pub event_type: String,
+    /// When Stripe created the event.
+    pub created: DateTime<Utc>,
+    /// The whole event.
+    pub payload: serde_json::Value,
+}
+
+impl From<&Event> for EventRecord {
+    fn from(event: &Event) -> Self {
+        Self {
+            event_id: event.id.clone(),
+            account: event.account.clone(),
+            event_type: event.event_type.clone(),
+            created: event.created,
+            payload: event.payload.clone(),
+        }
+    }
+}
+
+/// Reads, merchant registration and the task claim.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Starts a transaction.
+    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError>;
+
+    /// Registers a merchant.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::DuplicateAccount`] when the account is already
+    /// registered.
+    async fn create_merchant(&self, merchant: &NewMerchant) -> Result<Merchant, StoreError>;
+
+    /// Returns a merchant by id.
+    async fn merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError>;
+
+    /// Returns the merchant of a connected account (`None`: the platform's
+    /// own account).
+    async fn merchant_by_account(
+        &self,
+        account: Option<&AccountId>,
+    ) -> Result<Option<Merchant>, StoreError>;
+
+    /// Lists merchants by id.
+    async fn list_merchants(&self) -> Result<Vec<Merchant>, StoreError>;
+
+    /// Claims due pending tasks of active merchants, oldest `run_at` first,
+    /// setting each one's lease and counting the attempt.
+    async fn claim_tasks(&self, request: &ClaimRequest) -> Result<Vec<Task>, StoreError>;
+
+    /// Returns a task by id.
+    async fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError>;
+
+    /// Lists tasks, newest first.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
+
+    /// Counts tasks per status.
+    async fn task_counts(&self) -> Result<TaskCounts, StoreError>;
+
+    /// Returns the earliest `run_at` of a pending task of an active merchant.
+    async fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Returns an invoice's recovery.
+    async fn recovery(
+        &self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<Option<Recovery>, StoreError>;
+
+    /// Lists recoveries, of one merchant or of all.
+    async fn list_recoveries(
+        &self,
+        merchant: Option<MerchantId>,
+    ) -> Result<Vec<Recovery>, StoreError>;
+
+    /// Lists activity, newest first.
+    async fn list_activity(&self, filter: &ActivityFilter) -> Result<Vec<Activity>, StoreError>;
+
+    /// Lists daily metrics, of one merchant or of all, by day.
+    async fn daily_metrics(
+        &self,
+        merchant: Option<MerchantId>,
+    ) -> Result<Vec<DailyMetrics>, StoreError>;
+}
+
+/// One transaction. Dropping it without [`StoreTx::commit`] rolls it back.
+#[async_trait]
+pub trait StoreTx: Send {
+    /// Records an event; returns `false` when it was already recorded, in
+    /// which case the caller must apply nothing. A concurrent transaction
+    /// recording the same event waits for this one to end.
+    async fn insert_event(&mut self, event: &EventRecord) -> Result<bool, StoreError>;
+
+    /// Returns the merchant of a connected account.
+    async fn merchant_by_account(
+        &mut self,
+        account: Option<&AccountId>,
+    ) -> Result<Option<Merchant>, StoreError>;
+
+    /// Locks and returns an invoice's recovery until the transaction ends.
+    async fn lock_recovery(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<Option<Recovery>, StoreError>;
+
+    /// Inserts a recovery; returns `false` when a concurrent transaction
+    /// inserted one for the same invoice first (lock and read it then).
+    async fn insert_recovery(&mut self, recovery: &Recovery) -> Result<bool, StoreError>;
+
+    /// Writes a locked recovery back.
+    async fn update_recovery(&mut self, recovery: &Recovery) -> Result<(), StoreError>;
+
+    /// Locks and returns the recoveries of a subscription that have not
+    /// ended.
+    async fn lock_open_recoveries_of_subscription(
+        &mut self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Vec<Recovery>, StoreError>;
+
+    /// Inserts a task; returns `None` when a live task of the merchant has
+    /// the same dedupe key.
+    async fn insert_task(&mut self, task: &NewTask) -> Result<Option<TaskId>, StoreError>;
+
+    /// Cancels the pending retry tasks of an invoice; returns how many.
+    async fn cancel_pending_tasks(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<u64, StoreError>;
+
+    /// Applies `update` to a running task, only while `lease` is still the
+    /// task's lease; returns `false` when it is not (the lease expired and the
+    /// task was rescued or claimed again), in which case the caller must roll
+    /// back.
+    async fn finish_task(&mut self, lease: &Lease, update: &TaskUpdate)
+    -> Result<bool, StoreError>;
+
+    /// Adds to a merchant's metrics of one day and currency.
+    async fn add_metrics(&mut self, delta: &MetricsDelta) -> Result<(), StoreError>;
+
+    /// Appends to the activity ledger.
+    async fn insert_activity(&mut self, activity: &NewActivity) -> Result<(), StoreError>;
+
+    /// Commits the transaction.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Returns the day a metric counts on.
+///
+/// TODO: count on the day in the merchant's time zone; until then every
+/// merchant's day is the UTC day.
+pub fn metrics_day(now: DateTime<Utc>) -> NaiveDate {
+    now.date_naive()
+}
