@@ -11,6 +11,7 @@ use crate::ids::{ActivityId, EventId, InvoiceId, MerchantId, TaskId};
 
 /// What kind of thing happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "snake_case")]
 pub enum ActivityKind {
     /// An event was applied but changed nothing (for example an old event for

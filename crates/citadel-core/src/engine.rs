@@ -45,6 +45,7 @@ pub enum EngineError {
 
 /// What [`Engine::ingest`] did with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IntakeOutcome {
     /// The event was recorded and applied.
     Applied {

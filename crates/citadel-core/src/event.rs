@@ -40,6 +40,7 @@ pub struct Event {
 
 /// The part of an event the engine acts on.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum EventKind {
     /// `invoice.payment_failed`: a payment of the invoice failed.
     InvoicePaymentFailed(InvoiceSnapshot),

@@ -79,6 +79,7 @@ pub struct PayInvoice {
 
 /// The result of a [`PayInvoice`] request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PaymentOutcome {
     /// The invoice is paid.
     Paid {

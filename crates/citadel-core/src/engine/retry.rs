@@ -16,6 +16,7 @@ use crate::task::{RetryPayment, Task, TaskStatus, TaskUpdate};
 
 /// How a task run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TaskResult {
     /// The invoice was paid.
     Recovered,
@@ -183,11 +184,14 @@ impl OutcomeWriter<'_> {
         &mut self,
         outcome: PaymentOutcome,
     ) -> Result<(TaskUpdate, TaskResult), EngineError> {
-        let open = self.recovery.status == RecoveryStatus::Open;
         match outcome {
             PaymentOutcome::Paid { amount_paid } => {
                 self.count_retry().await?;
-                if open {
+                // The money moved, so the payment counts as recovered even when
+                // a stop event ended the recovery while the call was in flight;
+                // only a recovery already counted as recovered is left alone.
+                let counted = self.recovery.status != RecoveryStatus::Recovered;
+                if counted {
                     self.recovery.amount_recovered = Some(amount_paid);
                     self.recovery
                         .close(RecoveryStatus::Recovered, "paid by a retry", self.now);
@@ -204,7 +208,7 @@ impl OutcomeWriter<'_> {
                 self.log(
                     ActivityKind::PaymentRecovered,
                     message,
-                    json!({"counted": open}),
+                    json!({"counted": counted}),
                 )
                 .await?;
                 Ok((TaskUpdate::Complete, TaskResult::Recovered))
