@@ -1,5 +1,5 @@
 //! The activity ledger: one row per thing that happened, with the ids
-//! involved and a sentence that says what was decided and why.
+//! involved and a sentence that states the decision and its reason.
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ActivityId, EventId, InvoiceId, MerchantId, TaskId};
 
-/// What kind of thing happened.
+/// The kind of thing that happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +108,7 @@ pub struct NewActivity {
     pub invoice_id: Option<InvoiceId>,
     /// The event that caused it, if any.
     pub event_id: Option<EventId>,
-    /// What was decided and why, in one sentence.
+    /// One sentence that states the decision and its reason.
     pub message: String,
     /// Structured details, such as the decline code.
     pub details: serde_json::Value,

@@ -43,7 +43,7 @@ pub enum EngineError {
     },
 }
 
-/// What [`Engine::ingest`] did with an event.
+/// The result of [`Engine::ingest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IntakeOutcome {
@@ -101,7 +101,7 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
     /// # Errors
     ///
     /// [`EngineError::Store`] when the database fails; nothing was written,
-    /// so the webhook should answer 5xx and let Stripe redeliver.
+    /// so the webhook should return 5xx and let Stripe redeliver.
     pub async fn ingest(&self, event: &Event) -> Result<IntakeOutcome, EngineError> {
         let span = info_span!(
             "citadel.ingest",

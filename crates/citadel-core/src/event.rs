@@ -1,4 +1,4 @@
-//! Stripe events as the engine sees them.
+//! Stripe events, reduced to what the engine reads.
 //!
 //! The Stripe adapter parses webhook bodies of any API version into an
 //! [`Event`], keeping only the fields the engine acts on, plus the raw JSON for
@@ -32,7 +32,7 @@ pub struct Event {
     /// The id of the API request that caused the event, or `None` when Stripe
     /// caused it itself (an automatic retry, a subscription renewal).
     pub request_id: Option<String>,
-    /// What the engine acts on.
+    /// The fields the engine acts on.
     pub kind: EventKind,
     /// The whole event as received, kept in the event record.
     pub payload: serde_json::Value,
@@ -50,7 +50,7 @@ pub enum EventKind {
     InvoiceSettled {
         /// The invoice as the event shows it.
         invoice: InvoiceSnapshot,
-        /// How it was settled.
+        /// The kind of settlement.
         settlement: Settlement,
     },
     /// `charge.failed` or `payment_intent.payment_failed` that names the
@@ -59,7 +59,7 @@ pub enum EventKind {
     PaymentDeclined {
         /// The invoice the payment was for.
         invoice_id: InvoiceId,
-        /// Why it was declined.
+        /// The decline reasons.
         decline: Decline,
     },
     /// `customer.subscription.deleted`.
@@ -71,7 +71,7 @@ pub enum EventKind {
     Unhandled,
 }
 
-/// How an invoice stopped needing recovery.
+/// The way an invoice stopped needing recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Settlement {

@@ -17,7 +17,7 @@ pub struct MetricsDelta {
     pub currency: Currency,
     /// Invoices whose payment failed and opened a recovery.
     pub failed_payments: i64,
-    /// Retries made (calls to Stripe that got an answer).
+    /// Retries made (calls to Stripe that got a payment decision).
     pub retries_attempted: i64,
     /// Invoices recovered.
     pub payments_recovered: i64,

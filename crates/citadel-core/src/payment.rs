@@ -1,7 +1,7 @@
 //! The payment side: paying an invoice on a merchant's connected account.
 //!
 //! [`PaymentGateway`] is what the engine calls to retry an invoice. Every
-//! answer, including a network failure, becomes a [`PaymentOutcome`] that the
+//! response, including a network failure, becomes a [`PaymentOutcome`] that the
 //! recovery policy acts on, so the gateway itself has no error type.
 
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub struct Decline {
     pub decline_code: Option<String>,
     /// The card network's advice code, such as `do_not_try_again`.
     pub advice_code: Option<String>,
-    /// Stripe's human-readable message. It never holds card numbers.
+    /// Stripe's human-readable message, which contains no card details.
     pub message: Option<String>,
 }
 
@@ -46,7 +46,7 @@ impl Decline {
 
 /// An `Idempotency-Key` for one payment attempt.
 ///
-/// Stripe keeps the answer of the first request made with a key for at least
+/// Stripe stores the response to the first request made with a key for at least
 /// 24 hours and returns it for any repeat, so a retried request never charges
 /// twice.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,25 +91,25 @@ pub enum PaymentOutcome {
     /// The payment needs the customer (3-D Secure or another action), so no
     /// off-session retry can succeed.
     ActionRequired {
-        /// What Stripe said.
+        /// Stripe's error message.
         message: String,
     },
     /// The invoice cannot be paid any more: it is already paid, void,
     /// uncollectible or deleted. This is not a recovery by Citadel.
     NotPayable {
-        /// What Stripe said.
+        /// Stripe's error message.
         message: String,
     },
-    /// Stripe answered 429; try again after the wait.
+    /// Stripe returned HTTP 429, so try again after the wait.
     RateLimited {
         /// The wait Stripe asked for, if it sent one.
         retry_after: Option<Duration>,
     },
     /// The request may not have reached Stripe, or Stripe failed (a timeout, a
-    /// dropped connection, HTTP 5xx, an answer that could not be read). Retry
+    /// dropped connection, HTTP 5xx, a response that could not be read). Retry
     /// with the same idempotency key.
     Transient {
-        /// What went wrong.
+        /// The error description.
         message: String,
     },
     /// Stripe rejected the request itself (a bad API key, a missing
@@ -118,7 +118,7 @@ pub enum PaymentOutcome {
     Rejected {
         /// The HTTP status.
         status: u16,
-        /// What Stripe said.
+        /// Stripe's error message.
         message: String,
     },
 }

@@ -3,7 +3,7 @@
 //! Everything here is pure: the engine passes in what happened and the
 //! current time, and gets back a decision to record.
 //!
-//! A decline is *hard* when the issuer said the card must not be charged
+//! A decline is *hard* when the issuer reported that the card must not be charged
 //! again (stolen, lost, picked up, a wrong number, revoked authorization):
 //! retrying such a card can get the merchant flagged by the card network, so it
 //! is never retried. Everything else, including codes this table does not
@@ -37,7 +37,7 @@ pub const HARD_DECLINE_CODES: &[&str] = &[
     "authentication_required",
 ];
 
-/// How a decline is treated.
+/// The treatment a decline gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeclineClass {
@@ -73,7 +73,7 @@ pub fn classify(decline: &Decline) -> DeclineClass {
     }
 }
 
-/// What happens to an invoice whose last scheduled retry failed.
+/// The action taken on an invoice after its last scheduled retry failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FinalAction {
@@ -95,7 +95,7 @@ pub struct RecoveryPolicy {
     /// of retries. Default: 1, 3, 5 and 7 days.
     #[serde(with = "seconds_list")]
     pub retry_delays: Vec<Duration>,
-    /// What to do after the last retry failed. Default: leave the invoice
+    /// The action after the last retry failed. Default: leave the invoice
     /// open.
     #[serde(default)]
     pub final_action: FinalAction,
@@ -171,7 +171,7 @@ pub fn after_decline(
     }
 }
 
-/// The wait before running a task again after a transient error (a timeout,
+/// Returns the wait before running a task again after a transient error (a timeout,
 /// HTTP 5xx, a rate limit): `retry_after` when Stripe sent one, else
 /// exponential from 2 seconds, doubling per attempt and capped at 10 minutes.
 ///

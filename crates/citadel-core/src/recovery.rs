@@ -93,7 +93,7 @@ pub struct Recovery {
     pub amount_due: Option<Money>,
     /// The amount recovered, once paid.
     pub amount_recovered: Option<Money>,
-    /// How many retries Citadel has made (calls that got an answer).
+    /// How many retries Citadel has made (calls that got a payment decision).
     pub retries_made: i32,
     /// The last decline reason seen for the invoice.
     pub last_decline: Option<Decline>,

@@ -1,6 +1,6 @@
 //! The store traits: everything the engine keeps, behind one seam.
 //!
-//! [`Store`] holds the reads and the task claim; [`StoreTx`] is one database
+//! [`Store`] contains the reads and the task claim; [`StoreTx`] is one database
 //! transaction in which the engine records an event or a task's outcome
 //! together with every effect of it (recovery, tasks, metrics, activity).
 //! Nothing is written unless [`StoreTx::commit`] succeeds, and dropping a
@@ -27,7 +27,7 @@ pub enum StoreError {
     /// The database failed or could not be reached.
     #[error("database error while {operation}")]
     Database {
-        /// What the store was doing, such as "claiming tasks".
+        /// The operation that failed, such as "claiming tasks".
         operation: &'static str,
         /// The driver's error.
         #[source]
@@ -46,7 +46,7 @@ pub enum StoreError {
     InvalidRow {
         /// The table.
         table: &'static str,
-        /// What was wrong.
+        /// The problem found.
         message: String,
     },
 }

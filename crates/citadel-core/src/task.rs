@@ -140,7 +140,7 @@ pub enum Transition {
     Claim,
     /// The worker finished the task.
     Complete,
-    /// The worker asks to run the task again later (a transient error).
+    /// The worker requests another run later, after a transient error.
     Reschedule,
     /// The lease expired without the worker finishing; the task is handed back.
     Rescue,
@@ -162,7 +162,7 @@ pub struct InvalidTransition {
     pub transition: Transition,
 }
 
-/// What a task does, stored as text so workers in other languages can add
+/// The kind of work a task does, stored as text so workers in other languages can add
 /// their own kinds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -199,7 +199,7 @@ impl fmt::Display for TaskKind {
 pub struct RetryPayment {
     /// The invoice to pay.
     pub invoice_id: InvoiceId,
-    /// Which scheduled retry of the invoice this is, starting at 1.
+    /// The number of this scheduled retry of the invoice, starting at 1.
     pub attempt: u32,
     /// The key sent as `Idempotency-Key`. It is fixed when the task is created,
     /// so every run of this task (after a timeout, a crash or a rescue) sends
@@ -212,7 +212,7 @@ pub struct RetryPayment {
 pub struct Lease {
     /// The task the lease is on.
     pub task_id: TaskId,
-    /// The worker that holds it.
+    /// The worker that owns it.
     pub owner: String,
     /// A token that changes on every claim; each later write checks it.
     pub token: Uuid,
@@ -227,7 +227,7 @@ pub struct Task {
     pub id: TaskId,
     /// The merchant the task works for.
     pub merchant_id: MerchantId,
-    /// What the task does.
+    /// The kind of work.
     pub kind: TaskKind,
     /// The invoice the task works on, if any.
     pub invoice_id: Option<InvoiceId>,
@@ -270,7 +270,7 @@ impl Task {
 pub struct NewTask {
     /// The merchant the task works for.
     pub merchant_id: MerchantId,
-    /// What the task does.
+    /// The kind of work.
     pub kind: TaskKind,
     /// The invoice the task works on, if any.
     pub invoice_id: Option<InvoiceId>,
@@ -289,7 +289,7 @@ pub struct NewTask {
 /// (timeouts, HTTP 5xx, rate limits) use them up; declines do not.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 8;
 
-/// How a running task ends, applied by the store under the task's lease.
+/// The end of a running task, applied by the store under the task's lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskUpdate {
     /// The task is done.
@@ -298,12 +298,12 @@ pub enum TaskUpdate {
     Reschedule {
         /// When the task becomes due again.
         run_at: DateTime<Utc>,
-        /// Why the run did not finish.
+        /// The reason the run did not finish.
         error: String,
     },
     /// The task stops for good with `error`.
     Fail {
-        /// Why the task stopped.
+        /// The reason the task stopped.
         error: String,
     },
 }

@@ -26,7 +26,7 @@ pub struct WorkerConfig {
     pub batch_size: u32,
     /// How long a claimed task's lease lasts; a task still running after it
     /// may be claimed by another worker. Default 5 minutes, far above the
-    /// 80 seconds Stripe's API takes at worst to answer.
+    /// 80 seconds Stripe's API takes at worst to respond.
     pub lease_duration: Duration,
     /// How long an idle worker waits before claiming again. Default 1 second.
     pub poll_interval: Duration,
@@ -43,7 +43,7 @@ impl Default for WorkerConfig {
     }
 }
 
-/// What one batch did.
+/// Counts of one batch's task results.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchReport {
     /// Tasks claimed.

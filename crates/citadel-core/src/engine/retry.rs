@@ -14,7 +14,7 @@ use crate::recovery::{Recovery, RecoveryStatus};
 use crate::store::{Store, StoreTx, metrics_day};
 use crate::task::{RetryPayment, Task, TaskStatus, TaskUpdate};
 
-/// How a task run ended.
+/// The result of one task run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TaskResult {
@@ -224,7 +224,7 @@ impl OutcomeWriter<'_> {
             }
             PaymentOutcome::NotPayable { message } => {
                 // NOTE: the recovery stays open until Stripe's own event
-                // (invoice.paid, invoice.voided, …) says how the invoice ended.
+                // (invoice.paid, invoice.voided, …) reports how the invoice ended.
                 let message = format!(
                     "invoice not payable ({message}); waiting for Stripe's event to close the recovery"
                 );
@@ -392,7 +392,7 @@ impl OutcomeWriter<'_> {
     }
 
     /// Adds to today's metrics in the invoice's currency. An open recovery
-    /// always knows its amount due; one that does not is not counted.
+    /// always has its amount due, and one without it is not counted.
     async fn add_metrics(
         &mut self,
         fill: impl FnOnce(&mut MetricsDelta),
