@@ -1,0 +1,103 @@
+//! [`PgTx`]: one [`StoreTx`] over a sqlx transaction.
+//!
+//! Every statement runs on the transaction's connection. Dropping a `PgTx`
+//! without committing rolls the transaction back, which sqlx does when the
+//! connection next returns to the pool.
+
+use async_trait::async_trait;
+use citadel_core::activity::NewActivity;
+use citadel_core::ids::{AccountId, InvoiceId, MerchantId, SubscriptionId, TaskId};
+use citadel_core::merchant::Merchant;
+use citadel_core::metrics::MetricsDelta;
+use citadel_core::recovery::Recovery;
+use citadel_core::store::{EventRecord, StoreError, StoreTx};
+use citadel_core::task::{Lease, NewTask, TaskUpdate};
+use sqlx::{Postgres, Transaction};
+
+use crate::error::database;
+use crate::{activity, events, merchants, metrics, recoveries, tasks};
+
+/// A store transaction.
+#[derive(Debug)]
+pub(crate) struct PgTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl PgTx {
+    pub(crate) fn new(tx: Transaction<'static, Postgres>) -> Self {
+        Self { tx }
+    }
+}
+
+#[async_trait]
+impl StoreTx for PgTx {
+    async fn insert_event(&mut self, event: &EventRecord) -> Result<bool, StoreError> {
+        events::insert(&mut *self.tx, event).await
+    }
+
+    async fn merchant_by_account(
+        &mut self,
+        account: Option<&AccountId>,
+    ) -> Result<Option<Merchant>, StoreError> {
+        merchants::by_account(&mut *self.tx, account).await
+    }
+
+    async fn lock_recovery(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<Option<Recovery>, StoreError> {
+        recoveries::lock(&mut *self.tx, merchant, invoice).await
+    }
+
+    async fn insert_recovery(&mut self, recovery: &Recovery) -> Result<bool, StoreError> {
+        recoveries::insert(&mut *self.tx, recovery).await
+    }
+
+    async fn update_recovery(&mut self, recovery: &Recovery) -> Result<(), StoreError> {
+        recoveries::update(&mut *self.tx, recovery).await
+    }
+
+    async fn lock_open_recoveries_of_subscription(
+        &mut self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Vec<Recovery>, StoreError> {
+        recoveries::lock_open_of_subscription(&mut *self.tx, merchant, subscription).await
+    }
+
+    async fn insert_task(&mut self, task: &NewTask) -> Result<Option<TaskId>, StoreError> {
+        tasks::insert(&mut *self.tx, task).await
+    }
+
+    async fn cancel_pending_tasks(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<u64, StoreError> {
+        tasks::cancel_pending_retries(&mut *self.tx, merchant, invoice).await
+    }
+
+    async fn finish_task(
+        &mut self,
+        lease: &Lease,
+        update: &TaskUpdate,
+    ) -> Result<bool, StoreError> {
+        tasks::finish(&mut *self.tx, lease, update).await
+    }
+
+    async fn add_metrics(&mut self, delta: &MetricsDelta) -> Result<(), StoreError> {
+        metrics::add(&mut *self.tx, delta).await
+    }
+
+    async fn insert_activity(&mut self, activity: &NewActivity) -> Result<(), StoreError> {
+        activity::insert(&mut *self.tx, activity).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx
+            .commit()
+            .await
+            .map_err(database("committing a transaction"))
+    }
+}
