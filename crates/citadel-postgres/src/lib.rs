@@ -14,7 +14,9 @@
 //!   token, so a worker whose lease expired can no longer write.
 //! - An event is recorded with `INSERT … ON CONFLICT DO NOTHING` in the same
 //!   transaction as its effects, so a redelivered event changes nothing.
-
+//!
+//! The `ephemeral` feature adds the `ephemeral` module, which starts a
+//! throwaway PostgreSQL cluster for tests and examples.
 //!
 //! # Examples
 //!
@@ -45,6 +47,9 @@ mod recoveries;
 mod store;
 mod tasks;
 mod tx;
+
+#[cfg(feature = "ephemeral")]
+pub mod ephemeral;
 
 pub use error::PgError;
 pub use store::PgStore;
