@@ -179,7 +179,9 @@ fn claim_query<'q>(
 /// oldest `run_at` first, in one statement.
 ///
 /// NOTE: the order is global, so one merchant with a large backlog of due
-/// tasks fills whole batches before later tasks of other merchants run.
+/// tasks fills whole batches before later tasks of other merchants run. The
+/// due tasks of a paused merchant stay in the pending index, and each claim
+/// reads past them.
 /// TODO: round-robin across merchants once a backlog can outlast a poll.
 #[tracing::instrument(
     name = "citadel.pg.claim",

@@ -31,7 +31,10 @@ use tokio::sync::Barrier;
 // ---------------------------------------------------------------------------
 
 async fn setup() -> (PgStore, TestDatabase) {
-    fresh_store().await.expect("a fresh test database")
+    match fresh_store().await {
+        Ok(setup) => setup,
+        Err(err) => panic!("failed to set up a test database: {err}"),
+    }
 }
 
 fn account(id: &str) -> AccountId {
