@@ -57,6 +57,7 @@ pub struct EphemeralPostgres {
     root: PathBuf,
     data_dir: PathBuf,
     port: u16,
+    url: String,
     log_path: PathBuf,
     server: Child,
     guard: Option<Guard>,
@@ -102,8 +103,8 @@ impl EphemeralPostgres {
     }
 
     /// Returns the URL of the `postgres` database as the superuser.
-    pub fn url(&self) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", self.port)
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Returns the port the server listens on.
@@ -125,12 +126,11 @@ impl EphemeralPostgres {
     /// `_`; [`EphemeralError::Database`] when the server rejects it, for
     /// example because the database exists.
     pub async fn create_database(&self, name: &str) -> Result<String, EphemeralError> {
-        let admin_url = self.url();
-        let mut admin = admin::connect(&admin_url).await?;
+        let mut admin = admin::connect(&self.url).await?;
 
         admin::create_database(&mut admin, name, None).await?;
 
-        Ok(admin::database_url(&admin_url, name))
+        Ok(admin::database_url(&self.url, name))
     }
 
     fn start_in(
@@ -155,6 +155,7 @@ impl EphemeralPostgres {
             root,
             data_dir,
             port,
+            url: format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres"),
             log_path,
             server,
             guard: None,

@@ -94,7 +94,7 @@ impl TestServer {
             // initdb takes; every other test waits for the server anyway.
             _ => {
                 let cluster = EphemeralPostgres::start()?;
-                (cluster.url(), Some(cluster))
+                (cluster.url().to_owned(), Some(cluster))
             }
         };
         let template = template_name();
