@@ -159,8 +159,9 @@ pub trait Store: Send + Sync + 'static {
     /// Counts tasks per status.
     async fn task_counts(&self) -> Result<TaskCounts, StoreError>;
 
-    /// Returns the earliest `run_at` of a pending task of an active merchant.
-    async fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Returns the earliest `run_at` of a task a claim for `kinds` could
+    /// take: pending, with attempts left, of an active merchant.
+    async fn next_run_at(&self, kinds: &[TaskKind]) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// Returns an invoice's recovery.
     async fn recovery(

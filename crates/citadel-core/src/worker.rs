@@ -16,6 +16,9 @@ use crate::payment::PaymentGateway;
 use crate::store::{ClaimRequest, Store};
 use crate::task::TaskKind;
 
+/// The shortest pause of an idle worker between two claims.
+const MIN_IDLE_PAUSE: Duration = Duration::from_millis(10);
+
 /// A worker's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
@@ -125,9 +128,10 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
         Ok(report)
     }
 
-    /// Runs batches until no task is pending or running, sleeping until the
-    /// next task is due (at most `poll_interval` at a time). For demos and
-    /// tests; services call [`Worker::run`].
+    /// Runs batches until no retry task is pending and no task of any kind
+    /// is running, sleeping until the next task is due (at most
+    /// `poll_interval` at a time). For demos and tests; services call
+    /// [`Worker::run`].
     ///
     /// # Errors
     ///
@@ -141,15 +145,22 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
                 continue;
             }
             let counts = self.engine.store().task_counts().await?;
-            let Some(next) = self.engine.store().next_run_at().await? else {
+            let kinds = [TaskKind::retry_payment()];
+            let Some(next) = self.engine.store().next_run_at(&kinds).await? else {
                 if counts.running == 0 {
                     return Ok(total);
                 }
                 tokio::time::sleep(self.config.poll_interval).await;
                 continue;
             };
+            // A task can be due yet not claimable for a moment (another worker
+            // is committing its claim), so never spin without a pause.
             let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            tokio::time::sleep(wait.min(self.config.poll_interval)).await;
+            tokio::time::sleep(wait.clamp(
+                MIN_IDLE_PAUSE,
+                self.config.poll_interval.max(MIN_IDLE_PAUSE),
+            ))
+            .await;
         }
     }
 

@@ -8,7 +8,7 @@ use citadel_core::merchant::{Merchant, NewMerchant};
 use citadel_core::metrics::DailyMetrics;
 use citadel_core::recovery::Recovery;
 use citadel_core::store::{ClaimRequest, Store, StoreError, StoreTx, TaskCounts, TaskFilter};
-use citadel_core::task::Task;
+use citadel_core::task::{Task, TaskKind};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -155,8 +155,8 @@ impl Store for PgStore {
         tasks::counts(&self.pool).await
     }
 
-    async fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        tasks::next_run_at(&self.pool).await
+    async fn next_run_at(&self, kinds: &[TaskKind]) -> Result<Option<DateTime<Utc>>, StoreError> {
+        tasks::next_run_at(&self.pool, kinds).await
     }
 
     async fn recovery(

@@ -402,20 +402,24 @@ pub(crate) async fn counts(executor: impl PgExecutor<'_>) -> Result<TaskCounts, 
     Ok(counts)
 }
 
-/// Returns the earliest `run_at` among the tasks a claim could take: pending,
-/// with attempts left, of an active merchant.
+/// Returns the earliest `run_at` among the tasks a claim for `kinds` could
+/// take: pending, with attempts left, of an active merchant.
 pub(crate) async fn next_run_at(
     executor: impl PgExecutor<'_>,
+    kinds: &[TaskKind],
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     const SQL: &str = "
         SELECT min(t.run_at)
         FROM scheduled_tasks t
         JOIN merchants m ON m.id = t.merchant_id
         WHERE t.status = 'pending'
+          AND t.kind = ANY($1)
           AND t.attempts < t.max_attempts
           AND m.status = 'active'";
 
+    let kinds: Vec<&str> = kinds.iter().map(TaskKind::as_str).collect();
     sqlx::query_scalar(SQL)
+        .bind(kinds)
         .fetch_one(executor)
         .await
         .map_err(database("reading the next task's run time"))

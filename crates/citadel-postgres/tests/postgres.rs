@@ -432,7 +432,13 @@ async fn claim_skips_paused_merchants() {
 
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].merchant_id, active.id);
-    assert_eq!(store.next_run_at().await.unwrap(), None);
+    assert_eq!(
+        store
+            .next_run_at(&[TaskKind::retry_payment()])
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         store.merchant(paused.id).await.unwrap().unwrap().status,
         citadel_core::merchant::MerchantStatus::Paused
@@ -573,7 +579,11 @@ async fn finish_reschedules_and_fails() {
     assert_eq!(failed.last_error.as_deref(), Some("HTTP 401"));
     assert_eq!(failed.lease, None);
     assert_eq!(
-        store.next_run_at().await.unwrap().map(|at| at.timestamp()),
+        store
+            .next_run_at(&[TaskKind::retry_payment()])
+            .await
+            .unwrap()
+            .map(|at| at.timestamp()),
         Some(run_at.timestamp())
     );
 }
@@ -1230,7 +1240,13 @@ async fn timestamps_keep_microseconds() {
     let id = insert_tasks(&store, &[task]).await[0];
 
     assert_eq!(store.task(id).await.unwrap().unwrap().run_at, run_at);
-    assert_eq!(store.next_run_at().await.unwrap(), Some(run_at));
+    assert_eq!(
+        store
+            .next_run_at(&[TaskKind::retry_payment()])
+            .await
+            .unwrap(),
+        Some(run_at)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1259,4 +1275,19 @@ async fn ephemeral_cluster_is_removed_on_drop() {
     assert!(!data_dir.exists(), "{} still exists", data_dir.display());
     let connected = std::net::TcpStream::connect(("127.0.0.1", port));
     assert!(connected.is_err(), "the server still listens on {port}");
+}
+
+#[tokio::test]
+async fn next_run_at_ignores_other_kinds() {
+    let (store, _db) = setup().await;
+    let merchant = register(&store, "acct_1").await;
+    let mut email = due_task(merchant.id, "email");
+    email.kind = TaskKind::new("send_email");
+    insert_tasks(&store, &[email]).await;
+
+    let retry_kinds = [TaskKind::retry_payment()];
+    assert_eq!(store.next_run_at(&retry_kinds).await.unwrap(), None);
+
+    let email_kinds = [TaskKind::new("send_email")];
+    assert!(store.next_run_at(&email_kinds).await.unwrap().is_some());
 }
