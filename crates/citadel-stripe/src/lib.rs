@@ -1,9 +1,42 @@
 //! The Stripe adapter of Citadel.
 //!
+//! This crate connects `citadel-core` to Stripe:
+//!
+//! - [`webhook`] checks the `Stripe-Signature` header of a webhook request on
+//!   the raw body, with several signing secrets during a rotation.
+//! - [`event`] parses webhook bodies of any API version into
+//!   [`citadel_core::event::Event`], reading only the fields the engine acts on.
+//!
 //! Feature `stand-in` exposes `fixtures`, Stripe's own sample objects, to
 //! build test events from.
+//!
+//! # Example
+//!
+//! A webhook handler verifies and parses the body before handing the event to
+//! the engine:
+//!
+//! ```
+//! use citadel_core::Secret;
+//! use citadel_stripe::webhook::{WebhookVerifier, sign};
+//!
+//! let secret = Secret::new("whsec_test");
+//! let verifier = WebhookVerifier::new([secret.clone()])?;
+//!
+//! let body = br#"{"id": "evt_1", "object": "event", "type": "plan.created",
+//!     "created": 1234567890, "data": {"object": {}}}"#;
+//! let header = sign(body, &secret, chrono::Utc::now().timestamp());
+//!
+//! let event = verifier.verify_and_parse(body, &header)?;
+//! assert_eq!(event.event_type, "plan.created");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod event;
 #[cfg(any(test, feature = "stand-in"))]
 pub mod fixtures;
+pub mod webhook;
+
+pub use event::{ParseError, parse_event};
+pub use webhook::{WebhookError, WebhookVerifier, sign};
