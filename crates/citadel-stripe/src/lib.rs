@@ -6,6 +6,10 @@
 //!   the raw body, with several signing secrets during a rotation.
 //! - [`event`] parses webhook bodies of any API version into
 //!   [`citadel_core::event::Event`], reading only the fields the engine acts on.
+//! - [`gateway`] implements [`citadel_core::payment::PaymentGateway`] over
+//!   async-stripe: `POST /v1/invoices/{id}/pay` on a connected account, with an
+//!   idempotency key, each response mapped to a
+//!   [`PaymentOutcome`](citadel_core::payment::PaymentOutcome).
 //!
 //! Feature `stand-in` exposes `fixtures`, Stripe's own sample objects, to
 //! build test events from.
@@ -36,7 +40,9 @@
 pub mod event;
 #[cfg(any(test, feature = "stand-in"))]
 pub mod fixtures;
+pub mod gateway;
 pub mod webhook;
 
 pub use event::{ParseError, parse_event};
+pub use gateway::{GatewayConfigError, StripeGateway, StripeGatewayBuilder};
 pub use webhook::{WebhookError, WebhookVerifier, sign};
