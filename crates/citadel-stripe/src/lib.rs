@@ -10,9 +10,10 @@
 //!   async-stripe: `POST /v1/invoices/{id}/pay` on a connected account, with an
 //!   idempotency key, each response mapped to a
 //!   [`PaymentOutcome`](citadel_core::payment::PaymentOutcome).
-//!
-//! Feature `stand-in` exposes `fixtures`, Stripe's own sample objects, to
-//! build test events from.
+//! - `stand_in` (feature `stand-in`) is a local Stripe stand-in: an HTTP
+//!   server on 127.0.0.1 that responds to invoice payments as Stripe does, for
+//!   tests and demos. The feature also exposes `fixtures`, Stripe's own sample
+//!   objects, to build test events from.
 //!
 //! # Example
 //!
@@ -41,8 +42,12 @@ pub mod event;
 #[cfg(any(test, feature = "stand-in"))]
 pub mod fixtures;
 pub mod gateway;
+#[cfg(feature = "stand-in")]
+pub mod stand_in;
 pub mod webhook;
 
 pub use event::{ParseError, parse_event};
 pub use gateway::{GatewayConfigError, StripeGateway, StripeGatewayBuilder};
+#[cfg(feature = "stand-in")]
+pub use stand_in::{Scripted, StandIn};
 pub use webhook::{WebhookError, WebhookVerifier, sign};
