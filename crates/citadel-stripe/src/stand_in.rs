@@ -302,7 +302,7 @@ impl StandIn {
 
     /// Returns how many charges the stand-in made for the invoice: at most
     /// one per idempotency key, and none for replays and declines.
-    pub fn charges(&self, invoice: &InvoiceId) -> u32 {
+    pub fn charges(&self, invoice: &InvoiceId) -> usize {
         lock(&self.shared).charges(invoice)
     }
 

@@ -44,7 +44,7 @@ impl Setup {
         self.gateway.pay_invoice(&request).await
     }
 
-    fn charges(&self) -> u32 {
+    fn charges(&self) -> usize {
         self.stand_in.charges(&self.invoice)
     }
 }

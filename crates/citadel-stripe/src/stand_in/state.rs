@@ -31,7 +31,7 @@ pub(super) struct InvoiceState {
     pub(super) attempt_count: u32,
     pub(super) paid: bool,
     /// Successful charges the stand-in made for this invoice.
-    pub(super) charges: u32,
+    pub(super) charges: usize,
 }
 
 impl InvoiceState {
@@ -155,7 +155,7 @@ impl State {
         self.requests.clone()
     }
 
-    pub(super) fn charges(&self, invoice: &InvoiceId) -> u32 {
+    pub(super) fn charges(&self, invoice: &InvoiceId) -> usize {
         self.invoices.get(invoice).map_or(0, |state| state.charges)
     }
 
