@@ -17,8 +17,14 @@
 //! | 401, 403, any other 4xx | [`Rejected`](PaymentOutcome::Rejected) |
 //!
 //! The gateway sends each request exactly once: the engine owns retries and
-//! repeats a transient failure later with the same key, for which Stripe returns
-//! without charging again.
+//! repeats a transient failure later with the same key. Stripe returns the
+//! stored response of a key instead of charging again.
+//!
+//! NOTE: Stripe stores the response of every request that began executing,
+//! a 500 included, and returns it for each retry with the same key. Such a
+//! 500 stays [`Transient`](PaymentOutcome::Transient) until the engine's
+//! attempts run out; only a 500 returned before execution began (the common
+//! case) clears on a retry.
 //!
 //! # Example
 //!
@@ -299,7 +305,7 @@ fn client_config_error(error: StripeError, base_url: &str) -> GatewayConfigError
 /// retry could only repeat the stored response or be rejected while the payment
 /// processes, and calling it a decline or an action would end the recovery
 /// before the payment does. Stripe's `invoice.paid` or
-/// `invoice.payment_failed` event tells how it ended.
+/// `invoice.payment_failed` event then reports how it ended.
 fn paid_outcome(invoice: &Invoice) -> PaymentOutcome {
     let status = invoice
         .status

@@ -16,9 +16,11 @@
 //!   stored per connected account (`Stripe-Account`) and key, and a repeat
 //!   gets the stored response with `Idempotent-Replayed: true`, never a
 //!   second charge. A key reused for another request gets HTTP 400
-//!   `idempotency_error`. Rate-limited requests and scripted server errors
-//!   store nothing, because Stripe stores only requests that began
-//!   executing, so a retry with the same key runs the next scripted outcome.
+//!   `idempotency_error`. Stripe stores the response of every request that
+//!   began executing. Rate-limited requests and [`Scripted::ServerError`]
+//!   are rejected before that and store nothing, so a retry with the same
+//!   key runs the next scripted outcome, while
+//!   [`Scripted::StoredServerError`] is stored like Stripe's later 500s.
 //! - **Authentication.** A request without `Authorization: Bearer <key>` gets
 //!   HTTP 401; any key is accepted.
 //! - **Records.** [`StandIn::requests`] lists every request with its
@@ -93,8 +95,14 @@ pub enum Scripted {
         /// The issuer's reason, such as `insufficient_funds`.
         decline_code: Option<String>,
     },
-    /// Fail inside Stripe: HTTP 500 with an `api_error`.
+    /// Fail inside Stripe before the request began executing: HTTP 500 with
+    /// an `api_error`, stored nowhere, so a retry with the same key runs the
+    /// next scripted outcome.
     ServerError,
+    /// Fail inside Stripe after the request began executing: HTTP 500 with
+    /// an `api_error`, stored under the request's key like any executed
+    /// request, so every retry with the same key gets the same 500.
+    StoredServerError,
     /// Reject for too many requests: HTTP 429 with code `rate_limit`.
     RateLimited,
     /// Find the invoice already paid another way: HTTP 400 "Invoice is

@@ -167,6 +167,28 @@ async fn retry_after_server_error_pays_once() {
 }
 
 #[tokio::test]
+async fn stored_server_error_repeats_for_same_key() {
+    let setup = setup([Scripted::StoredServerError, Scripted::Pay]).await;
+
+    let first = setup.pay("citadel-1-retry-1").await;
+    let retry = setup.pay("citadel-1-retry-1").await;
+
+    assert!(
+        matches!(first, PaymentOutcome::Transient { .. }),
+        "{first:?}"
+    );
+    assert!(
+        matches!(retry, PaymentOutcome::Transient { .. }),
+        "{retry:?}"
+    );
+    assert_eq!(
+        setup.stand_in.requests()[1].outcome,
+        ResponseKind::Replayed { status: 500 }
+    );
+    assert_eq!(setup.charges(), 0);
+}
+
+#[tokio::test]
 async fn rate_limit_is_rate_limited() {
     let setup = setup([Scripted::RateLimited]).await;
 

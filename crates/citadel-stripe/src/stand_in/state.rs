@@ -102,9 +102,9 @@ struct Execution {
     reply: Reply,
     kind: ResponseKind,
     /// Whether Stripe would store the response under the request's key.
-    /// Stripe stores the result of every request that began executing;
-    /// rate-limited requests and the server errors scripted here are
-    /// rejected before that, so a retry with the same key runs again.
+    /// Stripe stores the result of every request that began executing. It
+    /// rejects rate-limited requests and [`Scripted::ServerError`] before
+    /// that, so a retry with the same key runs again.
     store: bool,
 }
 
@@ -248,6 +248,9 @@ impl State {
             }
             Scripted::ServerError => {
                 Execution::new(500, wire::server_error(), ResponseKind::ServerError, false)
+            }
+            Scripted::StoredServerError => {
+                Execution::new(500, wire::server_error(), ResponseKind::ServerError, true)
             }
             Scripted::RateLimited => {
                 Execution::new(429, wire::rate_limited(), ResponseKind::RateLimited, false)
@@ -495,6 +498,27 @@ mod tests {
         assert_eq!(first.status, 500);
         assert_eq!(retry.status, 200);
         assert!(!retry.replayed);
+        assert_eq!(state.charges(&invoice()), 1);
+    }
+
+    #[test]
+    fn stored_server_error_is_replayed() {
+        let mut state = State::default();
+        state.script(
+            &invoice(),
+            [Scripted::StoredServerError, Scripted::Pay]
+                .into_iter()
+                .collect(),
+        );
+
+        let first = pay(&mut state, &request(None, Some("k1")));
+        let retry = pay(&mut state, &request(None, Some("k1")));
+        let new_key = pay(&mut state, &request(None, Some("k2")));
+
+        assert_eq!(first.status, 500);
+        assert_eq!(retry.status, 500);
+        assert!(retry.replayed);
+        assert_eq!(new_key.status, 200);
         assert_eq!(state.charges(&invoice()), 1);
     }
 
