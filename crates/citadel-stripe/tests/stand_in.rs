@@ -149,6 +149,11 @@ async fn server_error_is_transient() {
         "{outcome:?}"
     );
     assert_eq!(setup.charges(), 0);
+    assert_eq!(
+        setup.stand_in.requests().len(),
+        1,
+        "the gateway never retries"
+    );
 }
 
 #[tokio::test]
@@ -195,6 +200,11 @@ async fn rate_limit_is_rate_limited() {
     let outcome = setup.pay("citadel-1-retry-1").await;
 
     assert_eq!(outcome, PaymentOutcome::RateLimited { retry_after: None });
+    assert_eq!(
+        setup.stand_in.requests().len(),
+        1,
+        "the gateway never retries"
+    );
 }
 
 #[tokio::test]
