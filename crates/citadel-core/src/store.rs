@@ -147,7 +147,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_merchants(&self) -> Result<Vec<Merchant>, StoreError>;
 
     /// Claims due pending tasks of active merchants, oldest `run_at` first,
-    /// setting each one's lease and counting the attempt.
+    /// setting each one's lease and counting the attempt. Before claiming,
+    /// the store hands back every task whose lease expired: to pending, or to
+    /// failed when its attempts are used up.
     async fn claim_tasks(&self, request: &ClaimRequest) -> Result<Vec<Task>, StoreError>;
 
     /// Returns a task by id.
