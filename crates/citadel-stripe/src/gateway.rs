@@ -459,19 +459,19 @@ fn log_outcome(outcome: &PaymentOutcome) {
             );
         }
         PaymentOutcome::ActionRequired { message } => {
-            tracing::info!(%message, "payment needs the customer's action");
+            tracing::info!(stripe.message = %message, "payment needs the customer's action");
         }
         PaymentOutcome::NotPayable { message } => {
-            tracing::info!(%message, "invoice not payable");
+            tracing::info!(stripe.message = %message, "invoice not payable");
         }
         PaymentOutcome::RateLimited { .. } => {
             tracing::warn!("payment request rate limited by Stripe (HTTP 429)");
         }
         PaymentOutcome::Transient { message } => {
-            tracing::warn!(%message, "payment request failed; retry with the same key");
+            tracing::warn!(stripe.message = %message, "payment request failed; retry with the same key");
         }
         PaymentOutcome::Rejected { status, message } => {
-            tracing::error!(http.status = status, %message, "Stripe rejected the payment request");
+            tracing::error!(http.status = status, stripe.message = %message, "Stripe rejected the payment request");
         }
         other => tracing::info!(outcome = ?other, "payment request finished"),
     }
