@@ -225,6 +225,9 @@ impl OutcomeWriter<'_> {
             PaymentOutcome::NotPayable { message } => {
                 // NOTE: the recovery stays open until Stripe's own event
                 // (invoice.paid, invoice.voided, …) reports how the invoice ended.
+                // TODO: schedule the next retry when that event is another
+                // invoice.payment_failed; intake only notes it today, so the
+                // recovery stays open with no retry scheduled.
                 let message = format!(
                     "invoice not payable ({message}); waiting for Stripe's event to close the recovery"
                 );
