@@ -42,3 +42,8 @@
 pub use citadel_core as core;
 pub use citadel_postgres as postgres;
 pub use citadel_stripe as stripe;
+
+/// Compiles the README's Rust examples as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
