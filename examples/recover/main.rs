@@ -191,7 +191,7 @@ fn scripted(name: &str) -> anyhow::Result<Scripted> {
 }
 
 /// Tells the stand-in the amount due of every invoice the events name, so
-/// its answers carry the real amounts.
+/// its responses carry the real amounts.
 fn bill_invoices(stand_in: &StandIn, files: &[EventFile]) {
     for file in files {
         if let EventKind::InvoicePaymentFailed(invoice) = &file.event.kind {

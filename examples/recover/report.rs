@@ -14,7 +14,7 @@ use citadel::stripe::stand_in::StandIn;
 /// Amounts in minor units per currency code.
 type Amounts = BTreeMap<String, i64>;
 
-/// What happened to one invoice.
+/// The outcome of one invoice.
 #[derive(Debug, Serialize)]
 pub(crate) struct InvoiceReport {
     merchant_id: MerchantId,
