@@ -50,21 +50,50 @@ pub(crate) fn invalid_row(table: &'static str, message: impl Into<String>) -> St
     }
 }
 
-/// Replaces the password of a connection URL with `***`, so the URL can go
-/// into errors and logs.
+/// Replaces the passwords in a connection URL with `***`: the one in the user
+/// info (`user:password@`) and the `password` and `sslpassword` query
+/// parameters that libpq also accepts.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
+    let mut redacted = redact_user_info(base);
+    if let Some(query) = query {
+        redacted.push('?');
+        redacted.push_str(&redact_query(query));
+    }
+    redacted
+}
+
+fn redact_user_info(base: &str) -> String {
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return base.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
     let Some((user_info, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
+        return base.to_owned();
     };
     let Some((user, _password)) = user_info.split_once(':') else {
-        return url.to_owned();
+        return base.to_owned();
     };
-    format!("{scheme}://{user}:***@{host}{tail}")
+    format!("{scheme}://{user}:***@{host}{path}")
+}
+
+fn redact_query(query: &str) -> String {
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_password_key(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    pairs.join("&")
+}
+
+fn is_password_key(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
 }
 
 #[cfg(test)]
@@ -89,6 +118,18 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), url);
         }
+    }
+
+    #[test]
+    fn redact_url_hides_query_passwords() {
+        assert_eq!(
+            redact_url("postgres://app@db/citadel?password=s3cret&sslmode=require&sslpassword=k3y"),
+            "postgres://app@db/citadel?password=***&sslmode=require&sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db/citadel?PASSWORD=again"),
+            "postgres://app:***@db/citadel?PASSWORD=***"
+        );
     }
 
     #[test]
