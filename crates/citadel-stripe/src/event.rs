@@ -112,6 +112,16 @@ pub enum ParseError {
         /// The reason the currency is invalid, which names the value.
         source: CurrencyError,
     },
+    /// An amount is negative or above [`MAX_AMOUNT`].
+    #[error(
+        "invalid event: field `{field}` is {value}, expected an amount from 0 to {MAX_AMOUNT} minor units"
+    )]
+    InvalidAmount {
+        /// The dotted path of the field.
+        field: String,
+        /// The value found.
+        value: i64,
+    },
     /// A timestamp is outside the range a date can hold.
     #[error("invalid event: field `{field}` is {value}, which is not a valid Unix time")]
     InvalidTimestamp {
@@ -120,6 +130,22 @@ pub enum ParseError {
         /// The value found.
         value: i64,
     },
+}
+
+/// The largest invoice amount accepted, in minor units. It keeps the sums in
+/// `daily_metrics` within `i64`: over nine million invoices at this amount fit
+/// in one merchant's day and currency.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// Checks that an amount is between 0 and [`MAX_AMOUNT`].
+fn checked_amount(node: &Node<'_>, key: &str, value: i64) -> Result<i64, ParseError> {
+    if (0..=MAX_AMOUNT).contains(&value) {
+        return Ok(value);
+    }
+    Err(ParseError::InvalidAmount {
+        field: node.path_of(key),
+        value,
+    })
 }
 
 /// Parses a webhook body of any API version into an [`Event`].
@@ -203,7 +229,11 @@ fn read_account(event: &Node<'_>) -> Result<Option<AccountId>, ParseError> {
         let account = parse_id(event.path_of("account"), account, AccountId::parse)?;
         return Ok(Some(account));
     }
-    Ok(event.lenient_id("user_id", AccountId::parse))
+    let Some(user_id) = event.str("user_id")? else {
+        return Ok(None);
+    };
+    let account = parse_id(event.path_of("user_id"), user_id, AccountId::parse)?;
+    Ok(Some(account))
 }
 
 /// Reads `request.id`, or `request` itself in API versions before
@@ -266,8 +296,9 @@ fn read_invoice(invoice: &Node<'_>) -> Result<InvoiceSnapshot, ParseError> {
             field: invoice.path_of("currency"),
             source,
         })?;
-    let amount_due = invoice.required_i64("amount_due")?;
+    let amount_due = checked_amount(invoice, "amount_due", invoice.required_i64("amount_due")?)?;
     let amount_paid = invoice.i64("amount_paid")?.unwrap_or(0);
+    let amount_paid = checked_amount(invoice, "amount_paid", amount_paid)?;
 
     Ok(InvoiceSnapshot {
         id: invoice.id("id", InvoiceId::parse)?,

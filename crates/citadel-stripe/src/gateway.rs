@@ -245,7 +245,8 @@ impl StripeGatewayBuilder {
         if key.is_empty() {
             return Err(GatewayConfigError::EmptySecretKey);
         }
-        if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+        let visible_ascii = key.bytes().all(|byte| byte.is_ascii_graphic());
+        if !(key.starts_with("sk_") || key.starts_with("rk_")) || !visible_ascii {
             return Err(GatewayConfigError::InvalidSecretKey);
         }
         if self.timeout.is_zero() {

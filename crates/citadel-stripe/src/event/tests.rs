@@ -615,6 +615,38 @@ fn invoice_fields_the_engine_needs_are_checked() {
 }
 
 #[test]
+fn negative_and_huge_amounts_are_rejected() {
+    for (field, value) in [
+        ("amount_due", -500),
+        ("amount_due", i64::MAX),
+        ("amount_paid", -1),
+    ] {
+        let err = error_after(|e| e["data"]["object"][field] = value.into());
+
+        let expected_field = format!("data.object.{field}");
+        assert!(
+            matches!(&err, ParseError::InvalidAmount { field: f, value: v } if *f == expected_field && *v == value),
+            "{field}={value}: {err}"
+        );
+        assert!(err.to_string().contains(&value.to_string()), "{err}");
+    }
+}
+
+#[test]
+fn invalid_user_id_is_rejected() {
+    let mut event = fixtures::event("invoice.payment_failed", old_invoice());
+    event["user_id"] = "in_1Wrong".into();
+
+    let err = parse(&event).unwrap_err();
+
+    assert!(
+        matches!(&err, ParseError::InvalidId { field, .. } if field == "user_id"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("in_1Wrong"), "{err}");
+}
+
+#[test]
 fn out_of_range_created_is_rejected() {
     let err = error_after(|e| e["created"] = i64::MAX.into());
 

@@ -306,6 +306,8 @@ fn builder_rejects_bad_keys() {
         ("", GatewayConfigError::EmptySecretKey),
         ("pk_test_123", GatewayConfigError::InvalidSecretKey),
         ("sk_test_1\n23", GatewayConfigError::InvalidSecretKey),
+        ("sk_test_1 23", GatewayConfigError::InvalidSecretKey),
+        ("sk_test_1\t23", GatewayConfigError::InvalidSecretKey),
     ];
     for (key, expected) in cases {
         let err = StripeGateway::builder(Secret::new(key))
