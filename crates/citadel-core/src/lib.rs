@@ -37,6 +37,9 @@ pub mod store;
 pub mod task;
 pub mod worker;
 
+/// The attribute macro the store and gateway traits are written with;
+/// implement [`payment::PaymentGateway`] or [`store::Store`] under it.
+pub use async_trait::async_trait;
 pub use engine::{Engine, EngineError, IntakeOutcome};
 pub use secret::Secret;
 pub use worker::{Worker, WorkerConfig};

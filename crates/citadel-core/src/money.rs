@@ -55,6 +55,14 @@ impl fmt::Display for Currency {
     }
 }
 
+impl std::str::FromStr for Currency {
+    type Err = CurrencyError;
+
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        Self::parse(code)
+    }
+}
+
 impl TryFrom<String> for Currency {
     type Error = CurrencyError;
 
@@ -101,6 +109,12 @@ mod tests {
     #[test]
     fn currency_is_lowercased() {
         assert_eq!(Currency::parse("USD").unwrap().as_str(), "usd");
+    }
+
+    #[test]
+    fn currency_parses_from_str() {
+        let currency: Currency = "EUR".parse().unwrap();
+        assert_eq!(currency.as_str(), "eur");
     }
 
     #[test]

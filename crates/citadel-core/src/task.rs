@@ -216,7 +216,7 @@ pub struct Lease {
     pub owner: String,
     /// A token that changes on every claim; each later write checks it.
     pub token: Uuid,
-    /// When the lease runs out unless a heartbeat extends it.
+    /// When the lease runs out; after it, the store hands the task back.
     pub expires_at: DateTime<Utc>,
 }
 

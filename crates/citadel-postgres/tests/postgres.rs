@@ -1291,3 +1291,67 @@ async fn next_run_at_ignores_other_kinds() {
     let email_kinds = [TaskKind::new("send_email")];
     assert!(store.next_run_at(&email_kinds).await.unwrap().is_some());
 }
+
+/// A gateway that, while its pay call is in flight, has a stop event
+/// ingested by another engine on the same database, then reports the payment
+/// as made.
+#[derive(Debug)]
+struct StopEventDuringPay {
+    store: PgStore,
+    stop_event: Event,
+}
+
+#[async_trait]
+impl PaymentGateway for StopEventDuringPay {
+    async fn pay_invoice(&self, _request: &PayInvoice) -> PaymentOutcome {
+        let webhook = Engine::new(self.store.clone(), UnusedGateway);
+        webhook.ingest(&self.stop_event).await.unwrap();
+        PaymentOutcome::Paid {
+            amount_paid: usd(2500),
+        }
+    }
+}
+
+#[tokio::test]
+async fn paid_retry_after_stop_event_counts_once() {
+    let (store, _db) = setup().await;
+    let merchant = register_with_delays(&store, "acct_1", &[0]).await;
+    let mut voided = payment_failed("evt_2", "acct_1", "in_1");
+    voided.event_type = "invoice.voided".to_owned();
+    let EventKind::InvoicePaymentFailed(snapshot) = voided.kind else {
+        unreachable!("payment_failed builds an invoice.payment_failed event");
+    };
+    voided.kind = EventKind::InvoiceSettled {
+        invoice: snapshot,
+        settlement: citadel_core::event::Settlement::Voided,
+    };
+    let gateway = StopEventDuringPay {
+        store: store.clone(),
+        stop_event: voided,
+    };
+    let engine = Arc::new(Engine::new(store.clone(), gateway));
+    engine
+        .ingest(&payment_failed("evt_1", "acct_1", "in_1"))
+        .await
+        .unwrap();
+
+    let report = Worker::new(engine, WorkerConfig::default())
+        .run_batch()
+        .await
+        .unwrap();
+
+    assert_eq!(report.recovered, 1);
+    let recovery = store
+        .recovery(merchant.id, &invoice("in_1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovery.status, RecoveryStatus::Recovered);
+    let metrics = store.daily_metrics(Some(merchant.id)).await.unwrap();
+    let recovered: i64 = metrics.iter().map(|day| day.payments_recovered).sum();
+    let lost: i64 = metrics.iter().map(|day| day.payments_lost).sum();
+    let amount_lost: i64 = metrics.iter().map(|day| day.amount_lost).sum();
+    assert_eq!(recovered, 1);
+    assert_eq!(lost, 0, "the loss counted by the stop event is taken back");
+    assert_eq!(amount_lost, 0);
+}

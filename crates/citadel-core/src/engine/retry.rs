@@ -8,6 +8,7 @@ use crate::activity::{ActivityKind, NewActivity};
 use crate::ids::InvoiceId;
 use crate::merchant::Merchant;
 use crate::metrics::MetricsDelta;
+use crate::money::Money;
 use crate::payment::{Decline, IdempotencyKey, PayInvoice, PaymentGateway, PaymentOutcome};
 use crate::policy::{DeclineDecision, after_decline, transient_backoff};
 use crate::recovery::{Recovery, RecoveryStatus};
@@ -185,34 +186,7 @@ impl OutcomeWriter<'_> {
         outcome: PaymentOutcome,
     ) -> Result<(TaskUpdate, TaskResult), EngineError> {
         match outcome {
-            PaymentOutcome::Paid { amount_paid } => {
-                self.count_retry().await?;
-                // The money moved, so the payment counts as recovered even when
-                // a stop event ended the recovery while the call was in flight;
-                // only a recovery already counted as recovered is left alone.
-                let counted = self.recovery.status != RecoveryStatus::Recovered;
-                if counted {
-                    self.recovery.amount_recovered = Some(amount_paid);
-                    self.recovery
-                        .close(RecoveryStatus::Recovered, "paid by a retry", self.now);
-                    self.add_metrics(|delta| {
-                        delta.payments_recovered = 1;
-                        delta.amount_recovered = amount_paid.minor_units;
-                    })
-                    .await?;
-                }
-                let message = format!(
-                    "retry {} paid the invoice: recovered {amount_paid}",
-                    self.run.retry.attempt
-                );
-                self.log(
-                    ActivityKind::PaymentRecovered,
-                    message,
-                    json!({"counted": counted}),
-                )
-                .await?;
-                Ok((TaskUpdate::Complete, TaskResult::Recovered))
-            }
+            PaymentOutcome::Paid { amount_paid } => self.paid(amount_paid).await,
             PaymentOutcome::Declined(decline) => self.declined(decline).await,
             PaymentOutcome::ActionRequired { message } => {
                 self.count_retry().await?;
@@ -258,6 +232,54 @@ impl OutcomeWriter<'_> {
                 Ok((TaskUpdate::Fail { error }, TaskResult::Failed))
             }
         }
+    }
+
+    /// Records a payment made by this retry. The money moved, so the payment
+    /// counts as recovered even when a stop event ended the recovery while the
+    /// call was in flight. A loss counted for it then is taken back on the day
+    /// it was counted, so the invoice is never both lost and recovered.
+    async fn paid(&mut self, amount_paid: Money) -> Result<(TaskUpdate, TaskResult), EngineError> {
+        self.count_retry().await?;
+        let counted = self.recovery.status != RecoveryStatus::Recovered;
+        let mut message = format!(
+            "retry {} paid the invoice: recovered {amount_paid}",
+            self.run.retry.attempt
+        );
+
+        if self.recovery.status == RecoveryStatus::Lost {
+            self.take_back_loss().await?;
+            message.push_str(", and the loss counted when the recovery ended is taken back");
+        }
+        if counted {
+            self.recovery.amount_recovered = Some(amount_paid);
+            self.recovery
+                .close(RecoveryStatus::Recovered, "paid by a retry", self.now);
+            self.add_metrics(|delta| {
+                delta.payments_recovered = 1;
+                delta.amount_recovered = amount_paid.minor_units;
+            })
+            .await?;
+        }
+
+        let details = json!({"counted": counted});
+        self.log(ActivityKind::PaymentRecovered, message, details)
+            .await?;
+        Ok((TaskUpdate::Complete, TaskResult::Recovered))
+    }
+
+    /// Subtracts the loss that ending this recovery added to the metrics, on
+    /// the day it was added. A recovery lost without a known amount due was
+    /// never counted, so nothing is subtracted then.
+    async fn take_back_loss(&mut self) -> Result<(), EngineError> {
+        let Some(amount_due) = self.recovery.amount_due else {
+            return Ok(());
+        };
+        let day = metrics_day(self.recovery.closed_at.unwrap_or(self.now));
+        let mut delta = MetricsDelta::zero(self.run.merchant.id, day, amount_due.currency);
+        delta.payments_lost = -1;
+        delta.amount_lost = -amount_due.minor_units;
+        self.tx.add_metrics(&delta).await?;
+        Ok(())
     }
 
     async fn declined(
