@@ -277,6 +277,21 @@ fn recover_example_reports_the_sample_run() {
 }
 
 #[test]
+fn recover_example_rejects_missing_stand_in_script() {
+    let output = Command::new(recover_example())
+        .args(["--stand-in-script", "/nonexistent/stand-in.json"])
+        .env_remove("DATABASE_URL")
+        .env_remove("STRIPE_SECRET_KEY")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("/nonexistent/stand-in.json"), "{stderr}");
+}
+
+#[test]
 fn recover_example_names_a_file_that_is_not_an_event() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -290,12 +305,14 @@ fn recover_example_names_a_file_that_is_not_an_event() {
     )
     .unwrap();
     std::fs::write(dir.path().join("c-not-json.json"), b"not json at all").unwrap();
+    std::fs::create_dir(dir.path().join("d-a-directory.json")).unwrap();
 
     let (report, stderr) = run_recover(&["--events", dir.path().to_str().unwrap()]);
 
     assert!(stderr.contains("b-not-an-event.json"), "{stderr}");
     assert!(stderr.contains("c-not-json.json"), "{stderr}");
+    assert!(stderr.contains("d-a-directory.json"), "{stderr}");
     assert_eq!(report["events_received"], 1);
-    assert_eq!(report["events_rejected"], 2);
+    assert_eq!(report["events_rejected"], 3);
     assert_eq!(report["recovered_count"], 1);
 }

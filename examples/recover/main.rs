@@ -28,8 +28,8 @@ use citadel::core::event::{Event, EventKind};
 use citadel::core::ids::{AccountId, InvoiceId, MerchantId};
 use citadel::core::merchant::{Merchant, NewMerchant};
 use citadel::core::policy::RecoveryPolicy;
-use citadel::core::store::Store;
-use citadel::core::{Engine, IntakeOutcome, Secret, Worker, WorkerConfig};
+use citadel::core::store::{Store, StoreError};
+use citadel::core::{Engine, IntakeOutcome, Secret, Worker, WorkerConfig, error_chain};
 use citadel::postgres::PgStore;
 use citadel::postgres::ephemeral::EphemeralPostgres;
 use citadel::stripe::gateway::StripeGateway;
@@ -53,17 +53,34 @@ struct Args {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/stand-in.json"))]
     stand_in_script: PathBuf,
 
-    /// Seconds between scheduled retries of each merchant's demo policy.
-    #[arg(long, default_values_t = vec![1, 2, 3], value_delimiter = ',')]
+    /// Seconds between scheduled retries of each merchant's demo policy,
+    /// comma-separated (at most one year each).
+    #[arg(long, default_values_t = vec![1, 2, 3], value_delimiter = ',', value_parser = parse_delay)]
     retry_delays: Vec<u64>,
 
-    /// Number of concurrent workers.
-    #[arg(long, default_value_t = 2)]
+    /// Number of concurrent workers, from 1 to 64.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     workers: u32,
 
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// The longest retry delay the example accepts, in seconds: one year.
+const MAX_DELAY_SECONDS: u64 = 365 * 24 * 60 * 60;
+
+fn parse_delay(value: &str) -> Result<u64, String> {
+    let seconds: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid delay {value:?}: expected whole seconds, such as 60"))?;
+    if seconds > MAX_DELAY_SECONDS {
+        return Err(format!(
+            "delay {seconds} s is longer than one year ({MAX_DELAY_SECONDS} s)"
+        ));
+    }
+    Ok(seconds)
 }
 
 #[tokio::main]
@@ -100,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let mut report = Report::new(stand_in.is_some(), cluster.is_some());
     report.events_rejected = rejected;
     for file in &files {
-        ingest(&engine, file, &mut report).await?;
+        ingest(&engine, file, &mut report).await;
     }
     run_workers(&engine, args.workers).await?;
 
@@ -157,9 +174,8 @@ async fn open_gateway(script: &Path) -> anyhow::Result<(StripeGateway, Option<St
 }
 
 fn load_script(stand_in: &StandIn, path: &Path) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the stand-in script {}", path.display()))?;
     let script: BTreeMap<String, Vec<String>> = serde_json::from_str(&text)
         .with_context(|| format!("invalid stand-in script {}", path.display()))?;
     for (invoice, outcomes) in script {
@@ -218,28 +234,39 @@ fn read_events(dir: &Path, secret: &Secret) -> anyhow::Result<(Vec<EventFile>, u
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
         .collect();
+    if paths.is_empty() {
+        eprintln!("no *.json event files in {}", dir.display());
+    }
     paths.sort();
 
     let verifier = WebhookVerifier::new([secret.clone()])?;
     let mut files = Vec::new();
     let mut rejected = 0;
     for path in paths {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let body =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let header = sign(&body, secret, chrono::Utc::now().timestamp());
-        match verifier.verify_and_parse(&body, &header) {
-            Ok(event) => files.push(EventFile { name, event }),
-            Err(err) => {
-                eprintln!("skipping {}: {err}", path.display());
+        match read_event(&path, &verifier, secret) {
+            Ok(event) => {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                files.push(EventFile {
+                    name: name.unwrap_or_default(),
+                    event,
+                });
+            }
+            Err(reason) => {
+                eprintln!("skipping {}: {reason}", path.display());
                 rejected += 1;
             }
         }
     }
     Ok((files, rejected))
+}
+
+/// Reads one file, signs it as Stripe would and verifies and parses it.
+fn read_event(path: &Path, verifier: &WebhookVerifier, secret: &Secret) -> Result<Event, String> {
+    let body = std::fs::read(path).map_err(|err| format!("cannot read it: {err}"))?;
+    let header = sign(&body, secret, chrono::Utc::now().timestamp());
+    verifier
+        .verify_and_parse(&body, &header)
+        .map_err(|err| err.to_string())
 }
 
 /// Registers one merchant per account seen, with the demo policy.
@@ -261,21 +288,36 @@ async fn register_merchants(
         );
         let mut new = NewMerchant::new(name, account.cloned());
         new.policy = policy.clone();
-        let merchant = store.create_merchant(&new).await?;
+        let merchant =
+            match store.create_merchant(&new).await {
+                Ok(merchant) => merchant,
+                // Another process registered the account since the lookup.
+                Err(StoreError::DuplicateAccount { .. }) => store
+                    .merchant_by_account(account)
+                    .await?
+                    .context("merchant vanished after a duplicate registration")?,
+                Err(err) => return Err(err.into()),
+            };
         merchants.insert(merchant.id, merchant);
     }
     Ok(merchants)
 }
 
-async fn ingest(
-    engine: &Engine<PgStore, StripeGateway>,
-    file: &EventFile,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let outcome = engine
-        .ingest(&file.event)
-        .await
-        .with_context(|| format!("ingesting {}", file.name))?;
+/// Ingests one event. A failure is reported and counted, and the run goes on
+/// with the next file, because the failed transaction wrote nothing.
+async fn ingest(engine: &Engine<PgStore, StripeGateway>, file: &EventFile, report: &mut Report) {
+    let outcome = match engine.ingest(&file.event).await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            eprintln!(
+                "skipping {}: ingesting it failed: {}",
+                file.name,
+                error_chain(&err)
+            );
+            report.events_rejected += 1;
+            return;
+        }
+    };
     report.events_received += 1;
     match outcome {
         IntakeOutcome::Applied { .. } => report.events_applied += 1,
@@ -284,7 +326,6 @@ async fn ingest(
         IntakeOutcome::UnknownAccount { .. } => report.events_unknown_account += 1,
         _ => {}
     }
-    Ok(())
 }
 
 async fn run_workers(
@@ -292,7 +333,7 @@ async fn run_workers(
     count: u32,
 ) -> anyhow::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..count.max(1) {
+    for _ in 0..count {
         let config = WorkerConfig {
             poll_interval: Duration::from_millis(100),
             ..WorkerConfig::default()

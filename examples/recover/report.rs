@@ -120,20 +120,30 @@ impl Report {
                 },
             );
         }
-        let activity = store
-            .list_activity(&ActivityFilter {
-                limit: Some(1000),
-                ..ActivityFilter::default()
-            })
-            .await?;
-        for entry in activity {
-            *self
-                .decisions
-                .entry(entry.entry.kind.to_string())
-                .or_default() += 1;
-        }
+        self.count_decisions(store).await?;
         self.stand_in_requests = stand_in.map(|stand_in| stand_in.requests().len());
         Ok(())
+    }
+
+    /// Counts the activity ledger's rows by kind, page by page.
+    async fn count_decisions(&mut self, store: &PgStore) -> anyhow::Result<()> {
+        let mut filter = ActivityFilter {
+            limit: Some(1000),
+            ..ActivityFilter::default()
+        };
+        loop {
+            let page = store.list_activity(&filter).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            filter.before = Some(last.id);
+            for entry in &page {
+                *self
+                    .decisions
+                    .entry(entry.entry.kind.to_string())
+                    .or_default() += 1;
+            }
+        }
     }
 
     /// Prints the report for a person.
@@ -144,12 +154,13 @@ impl Report {
         );
         println!();
         println!(
-            "events: {} received, {} applied, {} duplicate, {} ignored, {} for unknown accounts",
+            "events: {} received, {} applied, {} duplicate, {} ignored, {} for unknown accounts, {} rejected",
             self.events_received,
             self.events_applied,
             self.events_duplicate,
             self.events_ignored,
-            self.events_unknown_account
+            self.events_unknown_account,
+            self.events_rejected
         );
         for merchant in &self.merchants {
             let account = merchant.account.as_deref().unwrap_or("platform account");

@@ -43,3 +43,35 @@ pub use async_trait::async_trait;
 pub use engine::{Engine, EngineError, IntakeOutcome};
 pub use secret::Secret;
 pub use worker::{Worker, WorkerConfig};
+
+/// Formats an error with all its sources, such as
+/// `database error while claiming tasks: connection refused`, for logs and
+/// messages that must show the cause.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_shows_sources() {
+        let io = std::io::Error::other("connection refused");
+        let error = store::StoreError::Database {
+            operation: "claiming tasks",
+            source: Box::new(io),
+        };
+        assert_eq!(
+            error_chain(&error),
+            "database error while claiming tasks: connection refused"
+        );
+    }
+}

@@ -110,17 +110,24 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
         let mut running = JoinSet::new();
         for task in tasks {
             let engine = Arc::clone(&self.engine);
-            running.spawn(async move { engine.run_task(&task).await }.in_current_span());
+            running.spawn(async move { (task.id, engine.run_task(&task).await) }.in_current_span());
         }
         while let Some(joined) = running.join_next().await {
             match joined {
-                Ok(Ok(result)) => count(&mut report, &result),
-                Ok(Err(err)) => {
-                    tracing::error!(error = %err, "task run failed; it will run again after its lease");
+                Ok((_, Ok(result))) => count(&mut report, &result),
+                Ok((task_id, Err(err))) => {
+                    tracing::error!(
+                        task.id = task_id.get(),
+                        error = %crate::error_chain(&err),
+                        "task run failed; it will run again after its lease expires"
+                    );
                     report.abandoned += 1;
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "task run panicked; it will run again after its lease");
+                    tracing::error!(
+                        error = %err,
+                        "task run panicked; it will run again after its lease expires"
+                    );
                     report.abandoned += 1;
                 }
             }
@@ -172,7 +179,11 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
             let idle = match self.run_batch().await {
                 Ok(report) => report.claimed == 0,
                 Err(err) => {
-                    tracing::error!(error = %err, "claiming tasks failed; trying again after the poll interval");
+                    tracing::error!(
+                        worker.id = %self.config.worker_id,
+                        error = %crate::error_chain(&err),
+                        "claiming tasks failed; trying again after the poll interval"
+                    );
                     true
                 }
             };
