@@ -59,9 +59,11 @@ pub enum IntakeOutcome {
         /// The merchant, if the account is registered.
         merchant_id: Option<MerchantId>,
     },
-    /// The event was recorded, but no merchant is registered for its
-    /// account; register the merchant and replay the event from
-    /// `processed_events` to apply it.
+    /// No merchant is registered for the event's account, so nothing was
+    /// recorded. Once the merchant is registered, the same event (a
+    /// redelivery by Stripe, or the body kept by the caller) is applied. A
+    /// webhook handler that wants Stripe to redeliver answers with an error
+    /// status; one that ignores accounts outside Citadel answers 200.
     UnknownAccount {
         /// The account, `None` for the platform's own.
         account: Option<AccountId>,
@@ -122,8 +124,10 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
         }
 
         let Some(merchant) = tx.merchant_by_account(event.account.as_ref()).await? else {
-            tx.commit().await?;
-            tracing::warn!("event recorded for an account with no registered merchant");
+            // Dropping the transaction rolls back the event record, so the
+            // event can be applied once the merchant exists.
+            drop(tx);
+            tracing::warn!("event not applied: no merchant is registered for its account");
             return Ok(IntakeOutcome::UnknownAccount {
                 account: event.account.clone(),
             });

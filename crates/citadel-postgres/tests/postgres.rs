@@ -1066,32 +1066,40 @@ async fn concurrent_ingest_of_same_event_applies_once() {
 }
 
 #[tokio::test]
-async fn ingest_for_unknown_account_records_event() {
+async fn ingest_for_unknown_account_applies_after_registration() {
     let (store, _db) = setup().await;
     let engine = Engine::new(store.clone(), UnusedGateway);
-    let event = payment_failed("evt_1", "acct_unknown", "in_1");
+    let event = payment_failed("evt_1", "acct_late", "in_1");
 
     let outcome = engine.ingest(&event).await.unwrap();
 
     assert_eq!(
         outcome,
         IntakeOutcome::UnknownAccount {
-            account: Some(account("acct_unknown"))
+            account: Some(account("acct_late"))
         }
     );
-    let recorded: Vec<(String, String)> =
-        sqlx::query_as("SELECT event_id, account_id FROM processed_events")
-            .fetch_all(store.pool())
-            .await
-            .unwrap();
-    assert_eq!(recorded, [("evt_1".to_owned(), "acct_unknown".to_owned())]);
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM processed_events").await,
+        0
+    );
     assert_eq!(
         count(&store, "SELECT count(*) FROM scheduled_tasks").await,
         0
     );
+
+    let merchant = register(&store, "acct_late").await;
+    let replayed = engine.ingest(&event).await.unwrap();
+
     assert_eq!(
-        engine.ingest(&event).await.unwrap(),
-        IntakeOutcome::Duplicate
+        replayed,
+        IntakeOutcome::Applied {
+            merchant_id: merchant.id
+        }
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        1
     );
 }
 
