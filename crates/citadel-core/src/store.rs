@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::activity::{Activity, ActivityFilter, NewActivity};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::ids::{AccountId, EventId, InvoiceId, MerchantId, SubscriptionId, TaskId};
 use crate::merchant::{Merchant, NewMerchant};
 use crate::metrics::{DailyMetrics, MetricsDelta};
@@ -103,6 +103,8 @@ pub struct EventRecord {
     pub event_type: String,
     /// When Stripe created the event.
     pub created: DateTime<Utc>,
+    /// The invoice the event is about, when the engine acts on it.
+    pub invoice_id: Option<InvoiceId>,
     /// The whole event.
     pub payload: serde_json::Value,
 }
@@ -114,8 +116,20 @@ impl From<&Event> for EventRecord {
             account: event.account.clone(),
             event_type: event.event_type.clone(),
             created: event.created,
+            invoice_id: event_invoice(event),
             payload: event.payload.clone(),
         }
+    }
+}
+
+/// Returns the invoice an event is about, for the kinds the engine acts on.
+fn event_invoice(event: &Event) -> Option<InvoiceId> {
+    match &event.kind {
+        EventKind::InvoicePaymentFailed(invoice) | EventKind::InvoiceSettled { invoice, .. } => {
+            Some(invoice.id.clone())
+        }
+        EventKind::PaymentDeclined { invoice_id, .. } => Some(invoice_id.clone()),
+        _ => None,
     }
 }
 
@@ -195,6 +209,24 @@ pub trait StoreTx: Send {
     /// which case the caller must apply nothing. A concurrent transaction
     /// recording the same event waits for this one to end.
     async fn insert_event(&mut self, event: &EventRecord) -> Result<bool, StoreError>;
+
+    /// Serializes the intake of events about one invoice: waits until no
+    /// other transaction holds the invoice's lock, and holds it until this
+    /// transaction ends.
+    async fn lock_invoice(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<(), StoreError>;
+
+    /// Returns the type of a recorded event that settled the invoice
+    /// (`invoice.paid`, `invoice.payment_succeeded`, `invoice.voided` or
+    /// `invoice.marked_uncollectible`), if any.
+    async fn invoice_settlement(
+        &mut self,
+        account: Option<&AccountId>,
+        invoice: &InvoiceId,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Returns the merchant of a connected account.
     async fn merchant_by_account(

@@ -35,6 +35,22 @@ impl StoreTx for PgTx {
         events::insert(&mut *self.tx, event).await
     }
 
+    async fn lock_invoice(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<(), StoreError> {
+        events::lock_invoice(&mut *self.tx, merchant, invoice).await
+    }
+
+    async fn invoice_settlement(
+        &mut self,
+        account: Option<&AccountId>,
+        invoice: &InvoiceId,
+    ) -> Result<Option<String>, StoreError> {
+        events::settlement(&mut *self.tx, account, invoice).await
+    }
+
     async fn merchant_by_account(
         &mut self,
         account: Option<&AccountId>,

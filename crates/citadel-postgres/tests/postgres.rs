@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use citadel_core::activity::{ActivityFilter, ActivityKind, NewActivity};
-use citadel_core::event::{Event, EventKind, InvoiceSnapshot};
+use citadel_core::event::{Event, EventKind, InvoiceSnapshot, Settlement};
 use citadel_core::ids::{
     AccountId, CustomerId, EventId, InvoiceId, MerchantId, SubscriptionId, TaskId,
 };
@@ -1211,7 +1211,7 @@ async fn worker_skips_task_of_settled_invoice() {
     snapshot.amount_paid = usd(2500);
     paid.kind = EventKind::InvoiceSettled {
         invoice: snapshot,
-        settlement: citadel_core::event::Settlement::Paid,
+        settlement: Settlement::Paid,
     };
 
     let outcome = engine.ingest(&paid).await.unwrap();
@@ -1331,7 +1331,7 @@ async fn paid_retry_after_stop_event_counts_once() {
     };
     voided.kind = EventKind::InvoiceSettled {
         invoice: snapshot,
-        settlement: citadel_core::event::Settlement::Voided,
+        settlement: Settlement::Voided,
     };
     let gateway = StopEventDuringPay {
         store: store.clone(),
@@ -1362,4 +1362,111 @@ async fn paid_retry_after_stop_event_counts_once() {
     assert_eq!(recovered, 1);
     assert_eq!(lost, 0, "the loss counted by the stop event is taken back");
     assert_eq!(amount_lost, 0);
+}
+
+/// Turns a `payment_failed` test event into a settlement of the same invoice.
+fn settlement(event_id: &str, account_id: &str, invoice_id: &str, settlement: Settlement) -> Event {
+    let mut event = payment_failed(event_id, account_id, invoice_id);
+    let EventKind::InvoicePaymentFailed(mut snapshot) = event.kind else {
+        unreachable!("payment_failed builds an invoice.payment_failed event");
+    };
+    event.event_type = match settlement {
+        Settlement::Paid => "invoice.paid",
+        Settlement::Voided => "invoice.voided",
+        _ => "invoice.marked_uncollectible",
+    }
+    .to_owned();
+    if settlement == Settlement::Paid {
+        snapshot.amount_paid = usd(2500);
+    }
+    event.kind = EventKind::InvoiceSettled {
+        invoice: snapshot,
+        settlement,
+    };
+    event
+}
+
+#[tokio::test]
+async fn settlement_delivered_before_failure_wins() {
+    for kind in [Settlement::Paid, Settlement::Voided] {
+        let (store, _db) = setup().await;
+        let merchant = register(&store, "acct_1").await;
+        let engine = Engine::new(store.clone(), UnusedGateway);
+        let mut failure = payment_failed("evt_1", "acct_1", "in_1");
+        failure.created = Utc::now() - chrono::Duration::minutes(5);
+
+        engine
+            .ingest(&settlement("evt_2", "acct_1", "in_1", kind))
+            .await
+            .unwrap();
+        let outcome = engine.ingest(&failure).await.unwrap();
+
+        assert_eq!(
+            outcome,
+            IntakeOutcome::Applied {
+                merchant_id: merchant.id
+            },
+            "{kind:?}"
+        );
+        let recovery = store.recovery(merchant.id, &invoice("in_1")).await.unwrap();
+        assert!(recovery.is_none(), "{kind:?}: {recovery:?}");
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+            0,
+            "{kind:?}"
+        );
+        let noted = count(
+            &store,
+            "SELECT count(*) FROM usage_logs WHERE kind = 'event_noted' AND message LIKE '%already settled%'",
+        )
+        .await;
+        assert_eq!(noted, 1, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_settlement_and_failure_leave_no_retry() {
+    let (store, _db) = setup().await;
+    register(&store, "acct_1").await;
+    let first = Arc::new(Engine::new(store.clone(), UnusedGateway));
+    let second = Arc::new(Engine::new(
+        PgStore::connect(_db.url()).await.unwrap(),
+        UnusedGateway,
+    ));
+
+    let mut races = Vec::new();
+    for n in 0..20 {
+        let invoice_id = format!("in_{n}");
+        let failure = payment_failed(&format!("evt_f{n}"), "acct_1", &invoice_id);
+        let paid = settlement(
+            &format!("evt_p{n}"),
+            "acct_1",
+            &invoice_id,
+            Settlement::Paid,
+        );
+        let (a, b) = (Arc::clone(&first), Arc::clone(&second));
+        races.push(tokio::spawn(
+            async move { a.ingest(&failure).await.unwrap() },
+        ));
+        races.push(tokio::spawn(async move { b.ingest(&paid).await.unwrap() }));
+    }
+    for race in races {
+        race.await.unwrap();
+    }
+
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE status = 'pending'"
+        )
+        .await,
+        0,
+        "whichever event came first, no retry of a paid invoice is left"
+    );
+    let open = count(
+        &store,
+        "SELECT count(*) FROM invoice_recoveries WHERE status IN ('open', 'awaiting_invoice')",
+    )
+    .await;
+    assert_eq!(open, 0);
 }

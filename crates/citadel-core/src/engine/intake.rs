@@ -28,6 +28,24 @@ impl Intake<'_> {
         &mut self,
         invoice: &InvoiceSnapshot,
     ) -> Result<bool, StoreError> {
+        self.tx.lock_invoice(self.merchant.id, &invoice.id).await?;
+        let account = self.event.account.as_ref();
+        if let Some(settled_by) = self.tx.invoice_settlement(account, &invoice.id).await? {
+            // Stripe delivers events in no set order: the settlement can
+            // arrive before the older failure, and must win.
+            let message = format!(
+                "invoice.payment_failed not applied: the invoice was already settled by {settled_by}"
+            );
+            self.log(
+                ActivityKind::EventNoted,
+                &invoice.id,
+                message,
+                serde_json::Value::Null,
+            )
+            .await?;
+            return Ok(true);
+        }
+
         let mut recovery = self.lock_or_insert_recovery(&invoice.id).await?;
         if recovery.status != RecoveryStatus::AwaitingInvoice {
             let message = format!(
@@ -77,6 +95,7 @@ impl Intake<'_> {
         invoice_id: &InvoiceId,
         decline: &Decline,
     ) -> Result<bool, StoreError> {
+        self.tx.lock_invoice(self.merchant.id, invoice_id).await?;
         let mut recovery = self.lock_or_insert_recovery(invoice_id).await?;
         if recovery.status.is_closed() {
             let message = format!(
@@ -118,6 +137,7 @@ impl Intake<'_> {
         invoice: &InvoiceSnapshot,
         settlement: Settlement,
     ) -> Result<bool, StoreError> {
+        self.tx.lock_invoice(self.merchant.id, &invoice.id).await?;
         let Some(mut recovery) = self.tx.lock_recovery(self.merchant.id, &invoice.id).await? else {
             return Ok(false);
         };
