@@ -55,7 +55,7 @@ struct Args {
 
     /// Seconds between scheduled retries of each merchant's demo policy,
     /// comma-separated (at most one year each).
-    #[arg(long, default_values_t = vec![1, 2, 3], value_delimiter = ',', value_parser = parse_delay)]
+    #[arg(long, default_value = "1,2,3", value_delimiter = ',', value_parser = parse_delay)]
     retry_delays: Vec<u64>,
 
     /// Number of concurrent workers, from 1 to 64.
@@ -334,8 +334,11 @@ async fn run_workers(
 ) -> anyhow::Result<()> {
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..count {
+        // A short lease, so a task whose outcome could not be written is run
+        // again within the demo instead of after the default five minutes.
         let config = WorkerConfig {
             poll_interval: Duration::from_millis(100),
+            lease_duration: Duration::from_secs(30),
             ..WorkerConfig::default()
         };
         let worker = Worker::new(Arc::clone(engine), config);
