@@ -27,6 +27,8 @@ pub enum ActivityKind {
     RetryDeclined,
     /// A scheduled retry was not made because the recovery had ended.
     RetrySkipped,
+    /// A retry started a payment that has not settled yet.
+    PaymentProcessing,
     /// The invoice was paid.
     PaymentRecovered,
     /// The recovery ended without payment.
@@ -41,13 +43,14 @@ pub enum ActivityKind {
 
 impl ActivityKind {
     /// Every kind.
-    pub const ALL: [ActivityKind; 11] = [
+    pub const ALL: [ActivityKind; 12] = [
         ActivityKind::EventNoted,
         ActivityKind::RecoveryOpened,
         ActivityKind::DeclineRecorded,
         ActivityKind::RetryScheduled,
         ActivityKind::RetryDeclined,
         ActivityKind::RetrySkipped,
+        ActivityKind::PaymentProcessing,
         ActivityKind::PaymentRecovered,
         ActivityKind::RecoveryLost,
         ActivityKind::TasksCancelled,
@@ -64,6 +67,7 @@ impl ActivityKind {
             ActivityKind::RetryScheduled => "retry_scheduled",
             ActivityKind::RetryDeclined => "retry_declined",
             ActivityKind::RetrySkipped => "retry_skipped",
+            ActivityKind::PaymentProcessing => "payment_processing",
             ActivityKind::PaymentRecovered => "payment_recovered",
             ActivityKind::RecoveryLost => "recovery_lost",
             ActivityKind::TasksCancelled => "tasks_cancelled",

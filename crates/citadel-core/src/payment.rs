@@ -94,6 +94,13 @@ pub enum PaymentOutcome {
         /// Stripe's error message.
         message: String,
     },
+    /// Stripe accepted a payment that has not settled yet (a bank debit, for
+    /// example). Stripe's `invoice.paid` or `invoice.payment_failed` event
+    /// reports how it ends; the retry counts as made.
+    Processing {
+        /// What Stripe reported.
+        message: String,
+    },
     /// The invoice cannot be paid any more: it is already paid, void,
     /// uncollectible or deleted. This is not a recovery by Citadel.
     NotPayable {

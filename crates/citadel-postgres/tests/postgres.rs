@@ -1470,3 +1470,93 @@ async fn concurrent_settlement_and_failure_leave_no_retry() {
     .await;
     assert_eq!(open, 0);
 }
+
+#[tokio::test]
+async fn processing_payment_that_fails_gets_next_retry() {
+    let (store, _db) = setup().await;
+    let merchant = register_with_delays(&store, "acct_1", &[0, 0]).await;
+    let gateway = ScriptedGateway::new([
+        PaymentOutcome::Processing {
+            message: "invoice is open".to_owned(),
+        },
+        PaymentOutcome::Paid {
+            amount_paid: usd(2500),
+        },
+    ]);
+    let engine = Arc::new(Engine::new(store.clone(), gateway));
+    let worker = Worker::new(Arc::clone(&engine), WorkerConfig::default());
+    engine
+        .ingest(&payment_failed("evt_1", "acct_1", "in_1"))
+        .await
+        .unwrap();
+    worker.run_batch().await.unwrap();
+
+    let recovery = store
+        .recovery(merchant.id, &invoice("in_1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovery.status, RecoveryStatus::Open);
+    assert_eq!(recovery.retries_made, 1);
+    assert_eq!(store.task_counts().await.unwrap().pending, 0);
+
+    engine
+        .ingest(&payment_failed("evt_2", "acct_1", "in_1"))
+        .await
+        .unwrap();
+    assert_eq!(store.task_counts().await.unwrap().pending, 1);
+    worker.run_batch().await.unwrap();
+
+    let recovery = store
+        .recovery(merchant.id, &invoice("in_1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovery.status, RecoveryStatus::Recovered);
+    assert_eq!(recovery.retries_made, 2);
+    let keys: Vec<_> = engine
+        .gateway()
+        .requests()
+        .into_iter()
+        .map(|request| request.idempotency_key)
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_ne!(
+        keys[0], keys[1],
+        "the retry after the failure uses a new key"
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_consume_no_retry() {
+    let (store, _db) = setup().await;
+    let merchant = register_with_delays(&store, "acct_1", &[3600, 3600]).await;
+    let engine = Engine::new(store.clone(), UnusedGateway);
+
+    for event_id in ["evt_1", "evt_2", "evt_3"] {
+        engine
+            .ingest(&payment_failed(event_id, "acct_1", "in_1"))
+            .await
+            .unwrap();
+    }
+
+    let counts = store.task_counts().await.unwrap();
+    assert_eq!(
+        counts.pending, 1,
+        "one retry, whatever the number of failures"
+    );
+    let recovery = store
+        .recovery(merchant.id, &invoice("in_1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovery.retries_made, 0);
+    let failed: i64 = store
+        .daily_metrics(Some(merchant.id))
+        .await
+        .unwrap()
+        .iter()
+        .map(|day| day.failed_payments)
+        .sum();
+    assert_eq!(failed, 1, "one failed invoice");
+}

@@ -302,7 +302,7 @@ fn client_config_error(error: StripeError, base_url: &str) -> GatewayConfigError
 /// payment that needs the customer fails with a 402 `authentication_required`
 /// (see [`error_outcome`]) rather than a 2xx. A 2xx whose invoice is still
 /// `open` therefore means Stripe accepted a payment that has not settled yet,
-/// as bank debits do for days. That is [`PaymentOutcome::NotPayable`]: a
+/// as bank debits do for days. That is [`PaymentOutcome::Processing`]: a
 /// retry could only repeat the stored response or be rejected while the payment
 /// processes, and calling it a decline or an action would end the recovery
 /// before the payment does. Stripe's `invoice.paid` or
@@ -317,7 +317,7 @@ fn paid_outcome(invoice: &Invoice) -> PaymentOutcome {
             "invoice is {status} after the payment request: its payment has not settled, so \
              Stripe's invoice.paid or invoice.payment_failed event decides the outcome"
         );
-        return PaymentOutcome::NotPayable { message };
+        return PaymentOutcome::Processing { message };
     }
 
     let code = invoice.currency.to_string();
@@ -464,6 +464,9 @@ fn log_outcome(outcome: &PaymentOutcome) {
         }
         PaymentOutcome::NotPayable { message } => {
             tracing::info!(stripe.message = %message, "invoice not payable");
+        }
+        PaymentOutcome::Processing { message } => {
+            tracing::info!(stripe.message = %message, "payment processing");
         }
         PaymentOutcome::RateLimited { .. } => {
             tracing::warn!("payment request rate limited by Stripe (HTTP 429)");

@@ -109,6 +109,9 @@ pub enum Scripted {
     /// already paid". The invoice stays paid, with no charge by the
     /// stand-in.
     AlreadyPaid,
+    /// Start a payment that has not settled, as a bank debit does: HTTP 200
+    /// with the invoice still `open` and nothing paid yet.
+    Processing,
     /// Charge the card, store the paid response under the request's key,
     /// then close the connection without sending it. The client sees a
     /// connection failure; a retry with the same key gets the stored paid
@@ -192,6 +195,9 @@ pub enum ResponseKind {
         /// The issuer's reason.
         decline_code: Option<String>,
     },
+    /// Started a payment that has not settled and sent the open invoice
+    /// (200).
+    Processing,
     /// Sent a server error (500).
     ServerError,
     /// Sent a rate limit error (429).

@@ -221,6 +221,19 @@ async fn already_paid_is_not_payable() {
 }
 
 #[tokio::test]
+async fn unsettled_payment_is_processing() {
+    let setup = setup([Scripted::Processing]).await;
+
+    let outcome = setup.pay("citadel-1-retry-1").await;
+
+    assert!(
+        matches!(&outcome, PaymentOutcome::Processing { message } if message.contains("open")),
+        "{outcome:?}"
+    );
+    assert_eq!(setup.charges(), 0);
+}
+
+#[tokio::test]
 async fn paid_invoice_is_not_payable_with_new_key() {
     let setup = setup([Scripted::Pay]).await;
 

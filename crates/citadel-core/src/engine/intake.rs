@@ -47,12 +47,16 @@ impl Intake<'_> {
         }
 
         let mut recovery = self.lock_or_insert_recovery(&invoice.id).await?;
-        if recovery.status != RecoveryStatus::AwaitingInvoice {
-            let message = format!(
-                "invoice.payment_failed noted: recovery is already {}, nothing scheduled",
-                recovery.status
-            );
-            return self.note(&mut recovery, message).await;
+        match recovery.status {
+            RecoveryStatus::AwaitingInvoice => {}
+            RecoveryStatus::Open => return self.failed_again(&mut recovery, invoice).await,
+            _ => {
+                let message = format!(
+                    "invoice.payment_failed noted: recovery is already {}, nothing scheduled",
+                    recovery.status
+                );
+                return self.note(&mut recovery, message).await;
+            }
         }
 
         recovery.status = RecoveryStatus::Open;
@@ -85,6 +89,75 @@ impl Intake<'_> {
         }
         self.tx.update_recovery(&recovery).await?;
         Ok(true)
+    }
+
+    /// Applies another failure of an open recovery's invoice. A hard decline
+    /// ends the recovery. Otherwise the next retry is scheduled unless it is
+    /// already live, so the failure webhook of Citadel's own retry, Stripe's
+    /// own retries and a customer's manual attempts consume no retry.
+    async fn failed_again(
+        &mut self,
+        recovery: &mut Recovery,
+        invoice: &InvoiceSnapshot,
+    ) -> Result<bool, StoreError> {
+        recovery.saw_event(self.event.created);
+        if let Some(decline) = &invoice.decline {
+            recovery.last_decline = Some(decline.clone());
+        }
+
+        let hard = invoice
+            .decline
+            .as_ref()
+            .filter(|decline| classify(decline) == DeclineClass::Hard);
+        if let Some(decline) = hard {
+            self.cancel_tasks(recovery).await?;
+            let reason = format!(
+                "hard decline {}: pending retries cancelled",
+                decline.reason()
+            );
+            self.lose(recovery, reason).await?;
+        } else {
+            self.schedule_next_retry(recovery).await?;
+        }
+        self.tx.update_recovery(recovery).await?;
+        Ok(true)
+    }
+
+    /// Schedules the retry after the ones already made, or ends the recovery
+    /// when the schedule is used up. A live task for that retry (pending or
+    /// running) keeps its place, and this failure is only noted.
+    async fn schedule_next_retry(&mut self, recovery: &mut Recovery) -> Result<(), StoreError> {
+        // NOTE: a failure webhook of an earlier retry that arrives after a
+        // later retry started a still-processing payment schedules the next
+        // retry early; telling them apart needs the time of each retry.
+        let made = u32::try_from(recovery.retries_made).unwrap_or(0);
+        let next = made.saturating_add(1);
+        let Some(run_at) = self.merchant.policy.retry_time(next, self.now) else {
+            let reason = format!("all {made} retries failed");
+            return self.lose(recovery, reason).await;
+        };
+
+        let task = retry_task(self.merchant, &recovery.invoice_id, next, run_at);
+        let invoice_id = recovery.invoice_id.clone();
+        let Some(task_id) = self.tx.insert_task(&task).await? else {
+            let message =
+                format!("invoice.payment_failed noted: retry {next} is already scheduled");
+            return self
+                .log(
+                    ActivityKind::EventNoted,
+                    &invoice_id,
+                    message,
+                    serde_json::Value::Null,
+                )
+                .await;
+        };
+        let message = format!(
+            "invoice.payment_failed with no retry pending: retry {next} of {} scheduled for {run_at}",
+            self.merchant.policy.max_retries()
+        );
+        let details = json!({"task_id": task_id});
+        self.log(ActivityKind::RetryScheduled, &invoice_id, message, details)
+            .await
     }
 
     /// Records the decline reason a `charge.failed` or

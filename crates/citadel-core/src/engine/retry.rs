@@ -199,14 +199,28 @@ impl OutcomeWriter<'_> {
             PaymentOutcome::NotPayable { message } => {
                 // NOTE: the recovery stays open until Stripe's own event
                 // (invoice.paid, invoice.voided, …) reports how the invoice ended.
-                // TODO: schedule the next retry when that event is another
-                // invoice.payment_failed; intake only notes it today, so the
-                // recovery stays open with no retry scheduled.
+                // TODO: close it on invoice.deleted too, which intake does not
+                // handle yet.
                 let message = format!(
                     "invoice not payable ({message}); waiting for Stripe's event to close the recovery"
                 );
                 self.log(ActivityKind::RetrySkipped, message, serde_json::Value::Null)
                     .await?;
+                Ok((TaskUpdate::Complete, TaskResult::Completed))
+            }
+            PaymentOutcome::Processing { message } => {
+                self.count_retry().await?;
+                let message = format!(
+                    "retry {} started a payment that has not settled ({message}); \
+                     the next invoice.paid or invoice.payment_failed decides",
+                    self.run.retry.attempt
+                );
+                self.log(
+                    ActivityKind::PaymentProcessing,
+                    message,
+                    serde_json::Value::Null,
+                )
+                .await?;
                 Ok((TaskUpdate::Complete, TaskResult::Completed))
             }
             PaymentOutcome::RateLimited { retry_after } => {

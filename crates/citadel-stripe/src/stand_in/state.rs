@@ -256,6 +256,7 @@ impl State {
                 Execution::new(429, wire::rate_limited(), ResponseKind::RateLimited, false)
             }
             Scripted::AlreadyPaid => self.paid_elsewhere(invoice),
+            Scripted::Processing => self.start_processing(invoice, now),
         }
     }
 
@@ -308,6 +309,15 @@ impl State {
             decline_code: decline_code.map(str::to_owned),
         };
         Execution::new(402, body, kind, true)
+    }
+
+    /// Counts an attempt and returns the invoice still open, as Stripe does
+    /// for a payment that settles later.
+    fn start_processing(&mut self, id: &InvoiceId, now: DateTime<Utc>) -> Execution {
+        let invoice = self.invoice(id);
+        invoice.attempt_count += 1;
+        let body = wire::invoice(id.as_str(), invoice, now);
+        Execution::new(200, body, ResponseKind::Processing, true)
     }
 
     /// Marks the invoice paid without a charge by the stand-in, as when the
