@@ -127,13 +127,14 @@ impl Intake<'_> {
     /// when the schedule is used up. A live task for that retry (pending or
     /// running) keeps its place, and this failure is only noted.
     async fn schedule_next_retry(&mut self, recovery: &mut Recovery) -> Result<(), StoreError> {
-        // NOTE: a failure webhook of an earlier retry that arrives after a
-        // later retry started a still-processing payment schedules the next
-        // retry early; telling them apart needs the time of each retry.
-        let made = u32::try_from(recovery.retries_made).unwrap_or(0);
-        let next = made.saturating_add(1);
+        // NOTE: a late failure webhook of an earlier retry can arrive after a
+        // later retry started a payment that is still processing. It then
+        // schedules the next retry early, because telling the two apart needs
+        // the time of each retry.
+        let retries_made = u32::try_from(recovery.retries_made).unwrap_or(0);
+        let next = retries_made.saturating_add(1);
         let Some(run_at) = self.merchant.policy.retry_time(next, self.now) else {
-            let reason = format!("all {made} retries failed");
+            let reason = format!("all {retries_made} retries failed");
             return self.lose(recovery, reason).await;
         };
 
