@@ -37,6 +37,10 @@ pub const HARD_DECLINE_CODES: &[&str] = &[
     "authentication_required",
 ];
 
+/// The advice code with which Stripe passes on a card network's instruction
+/// never to retry the card.
+pub const DO_NOT_TRY_AGAIN: &str = "do_not_try_again";
+
 /// The treatment a decline gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,7 +51,8 @@ pub enum DeclineClass {
     Hard,
 }
 
-/// Classifies a decline by its `decline_code`, falling back to its `code`.
+/// Classifies a decline: hard when its `decline_code` or `code` is in
+/// [`HARD_DECLINE_CODES`], or its advice code is [`DO_NOT_TRY_AGAIN`].
 ///
 /// # Examples
 ///
@@ -62,10 +67,11 @@ pub enum DeclineClass {
 /// ```
 pub fn classify(decline: &Decline) -> DeclineClass {
     let codes = [decline.decline_code.as_deref(), decline.code.as_deref()];
-    let hard = codes
+    let hard_code = codes
         .into_iter()
         .flatten()
         .any(|code| HARD_DECLINE_CODES.contains(&code));
+    let hard = hard_code || decline.advice_code.as_deref() == Some(DO_NOT_TRY_AGAIN);
     if hard {
         DeclineClass::Hard
     } else {
@@ -243,6 +249,23 @@ mod tests {
             };
             assert_eq!(classify(&decline), expected, "{decline_code:?} {code:?}");
         }
+    }
+
+    #[test]
+    fn do_not_try_again_advice_is_hard() {
+        let decline = Decline {
+            decline_code: Some("generic_decline".to_owned()),
+            advice_code: Some("do_not_try_again".to_owned()),
+            ..Decline::default()
+        };
+        assert_eq!(classify(&decline), DeclineClass::Hard);
+
+        let later = Decline {
+            decline_code: Some("generic_decline".to_owned()),
+            advice_code: Some("try_again_later".to_owned()),
+            ..Decline::default()
+        };
+        assert_eq!(classify(&later), DeclineClass::Soft);
     }
 
     #[test]

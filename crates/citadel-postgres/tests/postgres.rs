@@ -1301,12 +1301,12 @@ async fn next_run_at_ignores_other_kinds() {
 }
 
 /// A gateway that, while its pay call is in flight, has a stop event
-/// ingested by another engine on the same database, then reports the payment
-/// as made.
+/// ingested by another engine on the same database, then returns `outcome`.
 #[derive(Debug)]
 struct StopEventDuringPay {
     store: PgStore,
     stop_event: Event,
+    outcome: PaymentOutcome,
 }
 
 #[async_trait]
@@ -1314,9 +1314,7 @@ impl PaymentGateway for StopEventDuringPay {
     async fn pay_invoice(&self, _request: &PayInvoice) -> PaymentOutcome {
         let webhook = Engine::new(self.store.clone(), UnusedGateway);
         webhook.ingest(&self.stop_event).await.unwrap();
-        PaymentOutcome::Paid {
-            amount_paid: usd(2500),
-        }
+        self.outcome.clone()
     }
 }
 
@@ -1336,6 +1334,9 @@ async fn paid_retry_after_stop_event_counts_once() {
     let gateway = StopEventDuringPay {
         store: store.clone(),
         stop_event: voided,
+        outcome: PaymentOutcome::Paid {
+            amount_paid: usd(2500),
+        },
     };
     let engine = Arc::new(Engine::new(store.clone(), gateway));
     engine
@@ -1559,4 +1560,89 @@ async fn repeated_failures_consume_no_retry() {
         .map(|day| day.failed_payments)
         .sum();
     assert_eq!(failed, 1, "one failed invoice");
+}
+
+#[tokio::test]
+async fn action_required_after_stop_event_counts_nothing_more() {
+    for kind in [Settlement::Voided, Settlement::Paid] {
+        let (store, _db) = setup().await;
+        let merchant = register_with_delays(&store, "acct_1", &[0]).await;
+        let gateway = StopEventDuringPay {
+            store: store.clone(),
+            stop_event: settlement("evt_2", "acct_1", "in_1", kind),
+            outcome: PaymentOutcome::ActionRequired {
+                message: "authentication_required".to_owned(),
+            },
+        };
+        let engine = Arc::new(Engine::new(store.clone(), gateway));
+        engine
+            .ingest(&payment_failed("evt_1", "acct_1", "in_1"))
+            .await
+            .unwrap();
+
+        Worker::new(engine, WorkerConfig::default())
+            .run_batch()
+            .await
+            .unwrap();
+
+        let recovery = store
+            .recovery(merchant.id, &invoice("in_1"))
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = match kind {
+            Settlement::Paid => RecoveryStatus::Recovered,
+            _ => RecoveryStatus::Lost,
+        };
+        assert_eq!(recovery.status, expected, "{kind:?}");
+        let metrics = store.daily_metrics(Some(merchant.id)).await.unwrap();
+        let lost: i64 = metrics.iter().map(|day| day.payments_lost).sum();
+        let recovered: i64 = metrics.iter().map(|day| day.payments_recovered).sum();
+        assert_eq!(lost + recovered, 1, "{kind:?}: one end per invoice");
+    }
+}
+
+/// Builds a `charge.failed` that names the invoice and carries a decline.
+fn charge_failed(event_id: &str, invoice_id: &str, decline_code: &str, minutes_ago: i64) -> Event {
+    let mut event = payment_failed(event_id, "acct_1", invoice_id);
+    event.event_type = "charge.failed".to_owned();
+    event.created = Utc::now() - chrono::Duration::minutes(minutes_ago);
+    event.kind = EventKind::PaymentDeclined {
+        invoice_id: invoice(invoice_id),
+        decline: Decline::with_decline_code(decline_code),
+    };
+    event
+}
+
+#[tokio::test]
+async fn older_soft_decline_keeps_known_hard_decline() {
+    let (store, _db) = setup().await;
+    let merchant = register_with_delays(&store, "acct_1", &[0]).await;
+    let engine = Engine::new(store.clone(), UnusedGateway);
+    let mut failure = payment_failed("evt_3", "acct_1", "in_1");
+    if let EventKind::InvoicePaymentFailed(snapshot) = &mut failure.kind {
+        snapshot.decline = None;
+    }
+
+    engine
+        .ingest(&charge_failed("evt_1", "in_1", "stolen_card", 1))
+        .await
+        .unwrap();
+    engine
+        .ingest(&charge_failed("evt_2", "in_1", "insufficient_funds", 5))
+        .await
+        .unwrap();
+    engine.ingest(&failure).await.unwrap();
+
+    let recovery = store
+        .recovery(merchant.id, &invoice("in_1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovery.status, RecoveryStatus::Lost);
+    assert_eq!(recovery.last_decline.unwrap().reason(), "stolen_card");
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        0
+    );
 }

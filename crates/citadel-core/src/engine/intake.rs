@@ -180,7 +180,15 @@ impl Intake<'_> {
             return self.note(&mut recovery, message).await;
         }
 
-        recovery.last_decline = Some(decline.clone());
+        // A hard decline, once known, is never replaced: Stripe delivers events
+        // in no set order, and an older soft decline must not reopen retries.
+        let known_hard = recovery
+            .last_decline
+            .as_ref()
+            .is_some_and(|known| classify(known) == DeclineClass::Hard);
+        if !known_hard {
+            recovery.last_decline = Some(decline.clone());
+        }
         recovery.saw_event(self.event.created);
         let class = classify(decline);
         let message = format!("decline {} recorded ({class:?})", decline.reason()).to_lowercase();

@@ -190,6 +190,15 @@ impl OutcomeWriter<'_> {
             PaymentOutcome::Declined(decline) => self.declined(decline).await,
             PaymentOutcome::ActionRequired { message } => {
                 self.count_retry().await?;
+                if self.recovery.status != RecoveryStatus::Open {
+                    let note = format!(
+                        "retry {} needs the customer ({message}) after the recovery ended as {}",
+                        self.run.retry.attempt, self.recovery.status
+                    );
+                    self.log(ActivityKind::RetryDeclined, note, serde_json::Value::Null)
+                        .await?;
+                    return Ok((TaskUpdate::Complete, TaskResult::Completed));
+                }
                 let reason = format!(
                     "customer action required ({message}): off-session retries cannot succeed"
                 );
