@@ -50,35 +50,42 @@ pub(crate) fn invalid_row(table: &'static str, message: impl Into<String>) -> St
     }
 }
 
-/// Replaces the passwords in a connection URL with `***`: the one in the user
-/// info (`user:password@`) and the `password` and `sslpassword` query
-/// parameters that libpq also accepts.
+/// Replaces the passwords in a connection string with `***`, for errors and
+/// logs. It handles URLs (`user:password@` and the `password` and
+/// `sslpassword` query parameters) and libpq's `key=value` form. When in
+/// doubt it hides too much rather than too little: the user info of a URL
+/// ends at its last `@`, since a password may hold an unescaped `/`, `?` or
+/// `@`.
 pub(crate) fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+    match url.split_once("://") {
+        Some((scheme, rest)) => redact_url_form(scheme, rest),
+        None => redact_keywords(url),
+    }
+}
+
+fn redact_url_form(scheme: &str, rest: &str) -> String {
+    let (user_info, after_user_info) = match rest.rsplit_once('@') {
+        Some((user_info, after)) => (Some(user_info), after),
+        None => (None, rest),
     };
-    let mut redacted = redact_user_info(base);
+    let (host_and_path, query) = match after_user_info.split_once('?') {
+        Some((host_and_path, query)) => (host_and_path, Some(query)),
+        None => (after_user_info, None),
+    };
+
+    let mut redacted = format!("{scheme}://");
+    if let Some(user_info) = user_info {
+        match user_info.split_once(':') {
+            Some((user, _password)) => redacted.push_str(&format!("{user}:***@")),
+            None => redacted.push_str(&format!("{user_info}@")),
+        }
+    }
+    redacted.push_str(host_and_path);
     if let Some(query) = query {
         redacted.push('?');
         redacted.push_str(&redact_query(query));
     }
     redacted
-}
-
-fn redact_user_info(base: &str) -> String {
-    let Some((scheme, rest)) = base.split_once("://") else {
-        return base.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((user_info, host)) = authority.rsplit_once('@') else {
-        return base.to_owned();
-    };
-    let Some((user, _password)) = user_info.split_once(':') else {
-        return base.to_owned();
-    };
-    format!("{scheme}://{user}:***@{host}{path}")
 }
 
 fn redact_query(query: &str) -> String {
@@ -90,6 +97,55 @@ fn redact_query(query: &str) -> String {
         })
         .collect();
     pairs.join("&")
+}
+
+/// Redacts libpq's `key=value key='quoted value'` form.
+fn redact_keywords(text: &str) -> String {
+    let mut redacted = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+        redacted.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let key_end = rest.find(['=', ' ', '\t']).unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let after_key = &rest[key_end..];
+        let spaces = after_key.len() - after_key.trim_start().len();
+        let value_len = match keyword_value_len(after_key.trim_start()) {
+            0 => 0,
+            len => spaces + len,
+        };
+        let (pair, after) = rest.split_at(key_end + value_len);
+        if is_password_key(key) {
+            redacted.push_str(key);
+            redacted.push_str("=***");
+        } else {
+            redacted.push_str(pair);
+        }
+        rest = after;
+    }
+    redacted
+}
+
+/// Returns the length of `=value` at the start of `text`: up to the next
+/// space, or past the closing quote of a quoted value.
+fn keyword_value_len(text: &str) -> usize {
+    let Some(value) = text.strip_prefix('=') else {
+        return 0;
+    };
+    let value = value.trim_start();
+    let skipped = text.len() - value.len();
+    if let Some(quoted) = value.strip_prefix('\'') {
+        let mut escaped = false;
+        for (index, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '\'' if !escaped => return skipped + 1 + index + 1,
+                _ => escaped = false,
+            }
+        }
+        return text.len();
+    }
+    skipped + value.find(char::is_whitespace).unwrap_or(value.len())
 }
 
 fn is_password_key(key: &str) -> bool {
@@ -129,6 +185,31 @@ mod tests {
         assert_eq!(
             redact_url("postgres://app:s3cret@db/citadel?PASSWORD=again"),
             "postgres://app:***@db/citadel?PASSWORD=***"
+        );
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_with_special_characters() {
+        for url in [
+            "postgres://app:Hunter2/Secret@db/citadel",
+            "postgres://app:Hunter2?Secret@db/citadel",
+            "postgres://app:Hunter2@Secret@db/citadel",
+        ] {
+            let redacted = redact_url(url);
+            assert!(!redacted.contains("Secret"), "{url} -> {redacted}");
+            assert!(!redacted.contains("Hunter2"), "{url} -> {redacted}");
+        }
+    }
+
+    #[test]
+    fn redact_keywords_hides_passwords() {
+        assert_eq!(
+            redact_url("host=127.0.0.1 port=1 user=app password=Hunter2Secret dbname=citadel"),
+            "host=127.0.0.1 port=1 user=app password=*** dbname=citadel"
+        );
+        assert_eq!(
+            redact_url("user=app password = 'with space \\' quote' dbname=x"),
+            "user=app password=*** dbname=x"
         );
     }
 

@@ -1646,3 +1646,19 @@ async fn older_soft_decline_keeps_known_hard_decline() {
         0
     );
 }
+
+/// Checks strings that fail to parse, which return at once; the redaction of
+/// a valid URL's password is unit-tested beside `redact_url`.
+#[tokio::test]
+async fn connect_errors_hide_passwords() {
+    for url in [
+        "host=127.0.0.1 port=1 user=app password=Hunter2Secret dbname=citadel",
+        "postgres://app:Hunter2/Secret@127.0.0.1:1/citadel",
+        "postgres://app:Hunter2?Secret@127.0.0.1:1/citadel",
+    ] {
+        let err = PgStore::connect(url).await.unwrap_err();
+
+        let shown = format!("{err} {err:?} {}", citadel_core::error_chain(&err));
+        assert!(!shown.contains("Secret"), "{url}: {shown}");
+    }
+}
