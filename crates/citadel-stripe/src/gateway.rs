@@ -8,7 +8,7 @@
 //! | Stripe's response | outcome |
 //! |---|---|
 //! | 2xx, invoice `paid` | [`Paid`](PaymentOutcome::Paid) with the invoice's `amount_paid` |
-//! | 2xx, invoice still `open` | [`NotPayable`](PaymentOutcome::NotPayable): the payment is processing |
+//! | 2xx, invoice still `open` | [`Processing`](PaymentOutcome::Processing): the payment has not settled yet |
 //! | 402 `card_error` | [`Declined`](PaymentOutcome::Declined) |
 //! | `authentication_required` and other errors that need the customer | [`ActionRequired`](PaymentOutcome::ActionRequired) |
 //! | 400 for an invoice already paid, void, uncollectible or deleted; 404 | [`NotPayable`](PaymentOutcome::NotPayable) |
