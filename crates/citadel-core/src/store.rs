@@ -105,6 +105,9 @@ pub struct EventRecord {
     pub created: DateTime<Utc>,
     /// The invoice the event is about, when the engine acts on it.
     pub invoice_id: Option<InvoiceId>,
+    /// The subscription the event is about: the deleted one of
+    /// `customer.subscription.deleted`, or the invoice's.
+    pub subscription_id: Option<SubscriptionId>,
     /// The whole event.
     pub payload: serde_json::Value,
 }
@@ -117,6 +120,7 @@ impl From<&Event> for EventRecord {
             event_type: event.event_type.clone(),
             created: event.created,
             invoice_id: event_invoice(event),
+            subscription_id: event_subscription(event),
             payload: event.payload.clone(),
         }
     }
@@ -129,6 +133,18 @@ fn event_invoice(event: &Event) -> Option<InvoiceId> {
             Some(invoice.id.clone())
         }
         EventKind::PaymentDeclined { invoice_id, .. } => Some(invoice_id.clone()),
+        _ => None,
+    }
+}
+
+/// Returns the subscription an event is about, for the kinds the engine acts
+/// on.
+fn event_subscription(event: &Event) -> Option<SubscriptionId> {
+    match &event.kind {
+        EventKind::InvoicePaymentFailed(invoice) | EventKind::InvoiceSettled { invoice, .. } => {
+            invoice.subscription_id.clone()
+        }
+        EventKind::SubscriptionDeleted { subscription_id } => Some(subscription_id.clone()),
         _ => None,
     }
 }
@@ -218,6 +234,22 @@ pub trait StoreTx: Send {
         merchant: MerchantId,
         invoice: &InvoiceId,
     ) -> Result<(), StoreError>;
+
+    /// Serializes the intake of events about one subscription, like
+    /// [`StoreTx::lock_invoice`]. Take it before any invoice lock.
+    async fn lock_subscription(
+        &mut self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<(), StoreError>;
+
+    /// Returns whether a `customer.subscription.deleted` of the subscription
+    /// was recorded.
+    async fn subscription_deleted(
+        &mut self,
+        account: Option<&AccountId>,
+        subscription: &SubscriptionId,
+    ) -> Result<bool, StoreError>;
 
     /// Returns the type of a recorded event that settled the invoice
     /// (`invoice.paid`, `invoice.payment_succeeded`, `invoice.voided` or

@@ -5,7 +5,7 @@
 //! own account is stored as `''`, because a primary key column cannot be
 //! NULL.
 
-use citadel_core::ids::{AccountId, InvoiceId, MerchantId};
+use citadel_core::ids::{AccountId, InvoiceId, MerchantId, SubscriptionId};
 use citadel_core::store::{EventRecord, StoreError};
 use sqlx::PgExecutor;
 
@@ -31,8 +31,8 @@ pub(crate) async fn insert(
 ) -> Result<bool, StoreError> {
     const SQL: &str = "
         INSERT INTO processed_events
-            (event_id, account_id, event_type, created_at, invoice_id, payload)
-        VALUES ($1, $2, $3, $4, $5, $6)
+            (event_id, account_id, event_type, created_at, invoice_id, subscription_id, payload)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT DO NOTHING";
 
     let account = event
@@ -45,6 +45,7 @@ pub(crate) async fn insert(
         .bind(&event.event_type)
         .bind(event.created)
         .bind(event.invoice_id.as_ref().map(InvoiceId::as_str))
+        .bind(event.subscription_id.as_ref().map(SubscriptionId::as_str))
         .bind(&event.payload)
         .execute(executor)
         .await
@@ -77,6 +78,31 @@ pub(crate) async fn settlement(
         .map_err(database("looking up an invoice's settlement"))
 }
 
+/// Returns whether a `customer.subscription.deleted` of the subscription was
+/// recorded.
+pub(crate) async fn subscription_deleted(
+    executor: impl PgExecutor<'_>,
+    account: Option<&AccountId>,
+    subscription: &SubscriptionId,
+) -> Result<bool, StoreError> {
+    const SQL: &str = "
+        SELECT EXISTS (
+            SELECT 1
+            FROM processed_events
+            WHERE account_id = $1
+              AND subscription_id = $2
+              AND event_type = 'customer.subscription.deleted'
+        )";
+
+    let account = account.map_or(PLATFORM_ACCOUNT, AccountId::as_str);
+    sqlx::query_scalar(SQL)
+        .bind(account)
+        .bind(subscription.as_str())
+        .fetch_one(executor)
+        .await
+        .map_err(database("looking up a subscription's deletion"))
+}
+
 /// Takes a transaction-level advisory lock on one merchant's invoice, so
 /// events about the same invoice are applied one at a time.
 pub(crate) async fn lock_invoice(
@@ -84,12 +110,32 @@ pub(crate) async fn lock_invoice(
     merchant: MerchantId,
     invoice: &InvoiceId,
 ) -> Result<(), StoreError> {
+    advisory_lock(executor, format!("citadel-invoice:{merchant}:{invoice}")).await
+}
+
+/// Takes a transaction-level advisory lock on one merchant's subscription.
+pub(crate) async fn lock_subscription(
+    executor: impl PgExecutor<'_>,
+    merchant: MerchantId,
+    subscription: &SubscriptionId,
+) -> Result<(), StoreError> {
+    advisory_lock(
+        executor,
+        format!("citadel-subscription:{merchant}:{subscription}"),
+    )
+    .await
+}
+
+/// Waits for and takes the advisory lock named by `key` until the
+/// transaction ends. Two keys can hash alike, which only makes unrelated
+/// events wait for each other.
+async fn advisory_lock(executor: impl PgExecutor<'_>, key: String) -> Result<(), StoreError> {
     const SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 
     sqlx::query(SQL)
-        .bind(format!("citadel-invoice:{merchant}:{invoice}"))
+        .bind(key)
         .execute(executor)
         .await
-        .map_err(database("locking an invoice"))?;
+        .map_err(database("taking an advisory lock"))?;
     Ok(())
 }

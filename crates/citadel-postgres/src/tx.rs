@@ -43,6 +43,22 @@ impl StoreTx for PgTx {
         events::lock_invoice(&mut *self.tx, merchant, invoice).await
     }
 
+    async fn lock_subscription(
+        &mut self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<(), StoreError> {
+        events::lock_subscription(&mut *self.tx, merchant, subscription).await
+    }
+
+    async fn subscription_deleted(
+        &mut self,
+        account: Option<&AccountId>,
+        subscription: &SubscriptionId,
+    ) -> Result<bool, StoreError> {
+        events::subscription_deleted(&mut *self.tx, account, subscription).await
+    }
+
     async fn invoice_settlement(
         &mut self,
         account: Option<&AccountId>,

@@ -1662,3 +1662,49 @@ async fn connect_errors_hide_passwords() {
         assert!(!shown.contains("Secret"), "{url}: {shown}");
     }
 }
+
+#[tokio::test]
+async fn subscription_deleted_before_failure_wins() {
+    let (store, _db) = setup().await;
+    let merchant = register(&store, "acct_1").await;
+    let engine = Engine::new(store.clone(), UnusedGateway);
+    let mut deleted = payment_failed("evt_1", "acct_1", "in_1");
+    deleted.event_type = "customer.subscription.deleted".to_owned();
+    deleted.kind = EventKind::SubscriptionDeleted {
+        subscription_id: SubscriptionId::parse("sub_1").unwrap(),
+    };
+    let mut failure = payment_failed("evt_2", "acct_1", "in_1");
+    failure.created = Utc::now() - chrono::Duration::minutes(5);
+
+    engine.ingest(&deleted).await.unwrap();
+    engine.ingest(&failure).await.unwrap();
+
+    let recovery = store.recovery(merchant.id, &invoice("in_1")).await.unwrap();
+    assert!(recovery.is_none(), "{recovery:?}");
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        0
+    );
+    let noted = count(
+        &store,
+        "SELECT count(*) FROM usage_logs WHERE message LIKE '%already deleted%'",
+    )
+    .await;
+    assert_eq!(noted, 1);
+
+    let other = payment_failed("evt_3", "acct_1", "in_2");
+    let EventKind::InvoicePaymentFailed(mut snapshot) = other.kind.clone() else {
+        unreachable!("payment_failed builds an invoice.payment_failed event");
+    };
+    snapshot.subscription_id = Some(SubscriptionId::parse("sub_2").unwrap());
+    let other = Event {
+        kind: EventKind::InvoicePaymentFailed(snapshot),
+        ..other
+    };
+    engine.ingest(&other).await.unwrap();
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        1,
+        "another subscription's invoice still gets its retry"
+    );
+}

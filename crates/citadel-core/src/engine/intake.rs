@@ -28,7 +28,15 @@ impl Intake<'_> {
         &mut self,
         invoice: &InvoiceSnapshot,
     ) -> Result<bool, StoreError> {
+        if let Some(subscription) = &invoice.subscription_id {
+            self.tx
+                .lock_subscription(self.merchant.id, subscription)
+                .await?;
+        }
         self.tx.lock_invoice(self.merchant.id, &invoice.id).await?;
+        if self.stopped_before(invoice).await? {
+            return Ok(true);
+        }
         let account = self.event.account.as_ref();
         if let Some(settled_by) = self.tx.invoice_settlement(account, &invoice.id).await? {
             // Stripe delivers events in no set order: the settlement can
@@ -88,6 +96,30 @@ impl Intake<'_> {
             _ => self.schedule_first_retry(&mut recovery).await?,
         }
         self.tx.update_recovery(&recovery).await?;
+        Ok(true)
+    }
+
+    /// Returns whether the invoice's subscription was deleted by an event
+    /// recorded earlier, noting the failure as not applied if so. Stripe
+    /// delivers events in no set order, so the deletion can come first.
+    async fn stopped_before(&mut self, invoice: &InvoiceSnapshot) -> Result<bool, StoreError> {
+        let Some(subscription) = &invoice.subscription_id else {
+            return Ok(false);
+        };
+        let account = self.event.account.as_ref();
+        if !self.tx.subscription_deleted(account, subscription).await? {
+            return Ok(false);
+        }
+        let message = format!(
+            "invoice.payment_failed not applied: subscription {subscription} was already deleted"
+        );
+        self.log(
+            ActivityKind::EventNoted,
+            &invoice.id,
+            message,
+            serde_json::Value::Null,
+        )
+        .await?;
         Ok(true)
     }
 
@@ -283,6 +315,9 @@ impl Intake<'_> {
         &mut self,
         subscription: &SubscriptionId,
     ) -> Result<bool, StoreError> {
+        self.tx
+            .lock_subscription(self.merchant.id, subscription)
+            .await?;
         let recoveries = self
             .tx
             .lock_open_recoveries_of_subscription(self.merchant.id, subscription)
