@@ -251,6 +251,15 @@ pub trait StoreTx: Send {
         subscription: &SubscriptionId,
     ) -> Result<bool, StoreError>;
 
+    /// Returns whether an `invoice.payment_failed` of the invoice was recorded
+    /// at or after `since` (by the database's clock).
+    async fn failure_recorded_since(
+        &mut self,
+        account: Option<&AccountId>,
+        invoice: &InvoiceId,
+        since: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// Returns the type of a recorded event that settled the invoice
     /// (`invoice.paid`, `invoice.payment_succeeded`, `invoice.voided` or
     /// `invoice.marked_uncollectible`), if any.

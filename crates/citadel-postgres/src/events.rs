@@ -5,6 +5,7 @@
 //! own account is stored as `''`, because a primary key column cannot be
 //! NULL.
 
+use chrono::{DateTime, Utc};
 use citadel_core::ids::{AccountId, InvoiceId, MerchantId, SubscriptionId};
 use citadel_core::store::{EventRecord, StoreError};
 use sqlx::PgExecutor;
@@ -76,6 +77,34 @@ pub(crate) async fn settlement(
         .fetch_optional(executor)
         .await
         .map_err(database("looking up an invoice's settlement"))
+}
+
+/// Returns whether an `invoice.payment_failed` of the invoice was recorded at
+/// or after `since`.
+pub(crate) async fn failure_since(
+    executor: impl PgExecutor<'_>,
+    account: Option<&AccountId>,
+    invoice: &InvoiceId,
+    since: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    const SQL: &str = "
+        SELECT EXISTS (
+            SELECT 1
+            FROM processed_events
+            WHERE account_id = $1
+              AND invoice_id = $2
+              AND event_type = 'invoice.payment_failed'
+              AND received_at >= $3
+        )";
+
+    let account = account.map_or(PLATFORM_ACCOUNT, AccountId::as_str);
+    sqlx::query_scalar(SQL)
+        .bind(account)
+        .bind(invoice.as_str())
+        .bind(since)
+        .fetch_one(executor)
+        .await
+        .map_err(database("looking up an invoice's recent failures"))
 }
 
 /// Returns whether a `customer.subscription.deleted` of the subscription was

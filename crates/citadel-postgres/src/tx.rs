@@ -5,6 +5,7 @@
 //! connection next returns to the pool.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use citadel_core::activity::NewActivity;
 use citadel_core::ids::{AccountId, InvoiceId, MerchantId, SubscriptionId, TaskId};
 use citadel_core::merchant::Merchant;
@@ -57,6 +58,15 @@ impl StoreTx for PgTx {
         subscription: &SubscriptionId,
     ) -> Result<bool, StoreError> {
         events::subscription_deleted(&mut *self.tx, account, subscription).await
+    }
+
+    async fn failure_recorded_since(
+        &mut self,
+        account: Option<&AccountId>,
+        invoice: &InvoiceId,
+        since: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        events::failure_since(&mut *self.tx, account, invoice, since).await
     }
 
     async fn invoice_settlement(

@@ -1708,3 +1708,44 @@ async fn subscription_deleted_before_failure_wins() {
         "another subscription's invoice still gets its retry"
     );
 }
+
+#[tokio::test]
+async fn processing_payment_failing_in_flight_gets_next_retry() {
+    let (store, _db) = setup().await;
+    let merchant = register_with_delays(&store, "acct_1", &[0, 3600]).await;
+    let gateway = StopEventDuringPay {
+        store: store.clone(),
+        stop_event: payment_failed("evt_2", "acct_1", "in_1"),
+        outcome: PaymentOutcome::Processing {
+            message: "invoice is open".to_owned(),
+        },
+    };
+    let engine = Arc::new(Engine::new(store.clone(), gateway));
+    engine
+        .ingest(&payment_failed("evt_1", "acct_1", "in_1"))
+        .await
+        .unwrap();
+
+    let report = Worker::new(engine, WorkerConfig::default())
+        .run_batch()
+        .await
+        .unwrap();
+
+    assert_eq!(report.retried, 1);
+    let recovery = store
+        .recovery(merchant.id, &invoice("in_1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovery.status, RecoveryStatus::Open);
+    assert_eq!(recovery.retries_made, 1);
+    let pending = store
+        .list_tasks(&TaskFilter {
+            status: Some(TaskStatus::Pending),
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "retry 2 is scheduled");
+    assert_eq!(pending[0].retry_payment().unwrap().attempt, 2);
+}

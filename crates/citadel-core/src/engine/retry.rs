@@ -1,6 +1,6 @@
 //! Running one claimed retry task.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Engine, EngineError, intake::retry_task};
@@ -217,21 +217,7 @@ impl OutcomeWriter<'_> {
                     .await?;
                 Ok((TaskUpdate::Complete, TaskResult::Completed))
             }
-            PaymentOutcome::Processing { message } => {
-                self.count_retry().await?;
-                let message = format!(
-                    "retry {} started a payment that has not settled ({message}); \
-                     the next invoice.paid or invoice.payment_failed decides",
-                    self.run.retry.attempt
-                );
-                self.log(
-                    ActivityKind::PaymentProcessing,
-                    message,
-                    serde_json::Value::Null,
-                )
-                .await?;
-                Ok((TaskUpdate::Complete, TaskResult::Completed))
-            }
+            PaymentOutcome::Processing { message } => self.processing(message).await,
             PaymentOutcome::RateLimited { retry_after } => {
                 let wait = transient_backoff(self.run.task.attempts, retry_after);
                 self.transient("rate limited by Stripe (HTTP 429)".to_owned(), wait)
@@ -305,6 +291,72 @@ impl OutcomeWriter<'_> {
         Ok(())
     }
 
+    /// Records a payment that has not settled. Its failure may already have
+    /// been recorded while this call was in flight; intake could not schedule
+    /// the next retry then, because this one was still running, so it is
+    /// scheduled here.
+    async fn processing(
+        &mut self,
+        message: String,
+    ) -> Result<(TaskUpdate, TaskResult), EngineError> {
+        self.count_retry().await?;
+        let attempt = self.run.retry.attempt;
+        let note = format!(
+            "retry {attempt} started a payment that has not settled ({message}); \
+             the next invoice.paid or invoice.payment_failed decides"
+        );
+        self.log(
+            ActivityKind::PaymentProcessing,
+            note,
+            serde_json::Value::Null,
+        )
+        .await?;
+
+        let account = self.run.merchant.account_id.as_ref();
+        let claimed_at = self.run.task.updated_at;
+        let failed_meanwhile = self
+            .tx
+            .failure_recorded_since(account, &self.recovery.invoice_id, claimed_at)
+            .await?;
+        if !failed_meanwhile || self.recovery.status != RecoveryStatus::Open {
+            return Ok((TaskUpdate::Complete, TaskResult::Completed));
+        }
+
+        let next = attempt.saturating_add(1);
+        let Some(run_at) = self.run.merchant.policy.retry_time(next, self.now) else {
+            self.lose(format!("all {attempt} retries failed")).await?;
+            return Ok((TaskUpdate::Complete, TaskResult::Lost));
+        };
+        self.schedule_retry(next, run_at).await?;
+        Ok((TaskUpdate::Complete, TaskResult::RetryScheduled))
+    }
+
+    /// Inserts the task of retry `next` and its activity row.
+    async fn schedule_retry(
+        &mut self,
+        next: u32,
+        run_at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let task = retry_task(self.run.merchant, &self.recovery.invoice_id, next, run_at);
+        let task_id = self.tx.insert_task(&task).await?;
+        let scheduled = format!(
+            "retry {next} of {} scheduled for {run_at}",
+            self.run.merchant.policy.max_retries()
+        );
+        let mut entry = NewActivity::new(
+            self.run.merchant.id,
+            ActivityKind::RetryScheduled,
+            scheduled,
+        )
+        .invoice(&self.recovery.invoice_id)
+        .task(self.run.task.id);
+        if let Some(task_id) = task_id {
+            entry = entry.details(json!({"next_task_id": task_id}));
+        }
+        self.tx.insert_activity(&entry).await?;
+        Ok(())
+    }
+
     async fn declined(
         &mut self,
         decline: Decline,
@@ -333,23 +385,7 @@ impl OutcomeWriter<'_> {
                 );
                 self.log(ActivityKind::RetryDeclined, message, details)
                     .await?;
-                let task = retry_task(self.run.merchant, &self.recovery.invoice_id, next, run_at);
-                let task_id = self.tx.insert_task(&task).await?;
-                let scheduled = format!(
-                    "retry {next} of {} scheduled",
-                    self.run.merchant.policy.max_retries()
-                );
-                let mut entry = NewActivity::new(
-                    self.run.merchant.id,
-                    ActivityKind::RetryScheduled,
-                    scheduled,
-                )
-                .invoice(&self.recovery.invoice_id)
-                .task(self.run.task.id);
-                if let Some(task_id) = task_id {
-                    entry = entry.details(json!({"next_task_id": task_id}));
-                }
-                self.tx.insert_activity(&entry).await?;
+                self.schedule_retry(next, run_at).await?;
                 Ok((TaskUpdate::Complete, TaskResult::RetryScheduled))
             }
             DeclineDecision::StopHardDecline => {
