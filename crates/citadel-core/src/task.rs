@@ -300,6 +300,10 @@ pub enum TaskUpdate {
         run_at: DateTime<Utc>,
         /// The reason the run did not finish.
         error: String,
+        /// Whether the claim's attempt is given back, because the run was
+        /// turned away before doing any work (a rate limit) and must not use
+        /// up the task's attempts.
+        refund_attempt: bool,
     },
     /// The task stops for good with `error`.
     Fail {

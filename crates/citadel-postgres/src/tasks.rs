@@ -288,6 +288,7 @@ pub(crate) async fn finish(
         UPDATE scheduled_tasks
         SET status = $3,
             run_at = coalesce($4, run_at),
+            attempts = attempts - $6,
             last_error = coalesce($5, last_error),
             lease_owner = NULL,
             lease_token = NULL,
@@ -295,12 +296,19 @@ pub(crate) async fn finish(
             updated_at = now()
         WHERE id = $1 AND status = 'running' AND lease_token = $2";
 
-    let (status, run_at, error) = match update {
-        TaskUpdate::Complete => (TaskStatus::Completed, None, None),
-        TaskUpdate::Reschedule { run_at, error } => {
-            (TaskStatus::Pending, Some(*run_at), Some(error))
-        }
-        TaskUpdate::Fail { error } => (TaskStatus::Failed, None, Some(error)),
+    let (status, run_at, error, refund) = match update {
+        TaskUpdate::Complete => (TaskStatus::Completed, None, None, 0),
+        TaskUpdate::Reschedule {
+            run_at,
+            error,
+            refund_attempt,
+        } => (
+            TaskStatus::Pending,
+            Some(*run_at),
+            Some(error),
+            i32::from(*refund_attempt),
+        ),
+        TaskUpdate::Fail { error } => (TaskStatus::Failed, None, Some(error), 0),
     };
     tracing::Span::current().record("task.status", status.as_str());
 
@@ -310,6 +318,7 @@ pub(crate) async fn finish(
         .bind(status.as_str())
         .bind(run_at)
         .bind(error)
+        .bind(refund)
         .execute(executor)
         .await
         .map_err(database("finishing a task"))?;

@@ -551,6 +551,7 @@ async fn finish_reschedules_and_fails() {
     let reschedule = TaskUpdate::Reschedule {
         run_at,
         error: "timed out".to_owned(),
+        refund_attempt: false,
     };
     let fail = TaskUpdate::Fail {
         error: "HTTP 401".to_owned(),
@@ -1748,4 +1749,32 @@ async fn processing_payment_failing_in_flight_gets_next_retry() {
         .unwrap();
     assert_eq!(pending.len(), 1, "retry 2 is scheduled");
     assert_eq!(pending[0].retry_payment().unwrap().attempt, 2);
+}
+
+#[tokio::test]
+async fn rate_limit_gives_back_the_attempt() {
+    let (store, _db) = setup().await;
+    register_with_delays(&store, "acct_1", &[0]).await;
+    let gateway = ScriptedGateway::new([PaymentOutcome::RateLimited { retry_after: None }]);
+    let engine = Arc::new(Engine::new(store.clone(), gateway));
+    engine
+        .ingest(&payment_failed("evt_1", "acct_1", "in_1"))
+        .await
+        .unwrap();
+
+    let report = Worker::new(engine, WorkerConfig::default())
+        .run_batch()
+        .await
+        .unwrap();
+
+    assert_eq!(report.retried, 1);
+    let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].status, TaskStatus::Pending);
+    assert_eq!(
+        tasks[0].attempts, 0,
+        "a rate-limited run uses up no attempt"
+    );
+    assert!(tasks[0].run_at > Utc::now() + chrono::Duration::seconds(20));
+    assert!(tasks[0].last_error.as_deref().unwrap().contains("429"));
 }

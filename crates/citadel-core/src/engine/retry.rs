@@ -15,6 +15,11 @@ use crate::recovery::{Recovery, RecoveryStatus};
 use crate::store::{Store, StoreTx, metrics_day};
 use crate::task::{RetryPayment, Task, TaskStatus, TaskUpdate};
 
+/// The wait after a rate limit when Stripe names none: half a minute, so a
+/// burst of requests can pass before the task runs again.
+/// TODO: add jitter, so tasks limited together do not return together.
+const RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The result of one task run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -218,11 +223,7 @@ impl OutcomeWriter<'_> {
                 Ok((TaskUpdate::Complete, TaskResult::Completed))
             }
             PaymentOutcome::Processing { message } => self.processing(message).await,
-            PaymentOutcome::RateLimited { retry_after } => {
-                let wait = transient_backoff(self.run.task.attempts, retry_after);
-                self.transient("rate limited by Stripe (HTTP 429)".to_owned(), wait)
-                    .await
-            }
+            PaymentOutcome::RateLimited { retry_after } => self.rate_limited(retry_after).await,
             PaymentOutcome::Transient { message } => {
                 let wait = transient_backoff(self.run.task.attempts, None);
                 self.transient(message, wait).await
@@ -418,6 +419,30 @@ impl OutcomeWriter<'_> {
         }
     }
 
+    /// Runs the task again after a rate limit, giving back the claim's
+    /// attempt: Stripe turned the request away before doing anything, so a
+    /// long burst of rate limits must not fail a payment that would succeed.
+    async fn rate_limited(
+        &mut self,
+        retry_after: Option<std::time::Duration>,
+    ) -> Result<(TaskUpdate, TaskResult), EngineError> {
+        let wait = retry_after.unwrap_or(RATE_LIMIT_WAIT);
+        let run_at = self.now
+            + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::minutes(10));
+        let note = format!(
+            "rate limited by Stripe (HTTP 429); run again at {run_at}, attempt not counted"
+        );
+        tracing::info!("{note}");
+        self.log(ActivityKind::TaskRescheduled, note, serde_json::Value::Null)
+            .await?;
+        let update = TaskUpdate::Reschedule {
+            run_at,
+            error: "rate limited by Stripe (HTTP 429)".to_owned(),
+            refund_attempt: true,
+        };
+        Ok((update, TaskResult::Rescheduled))
+    }
+
     async fn transient(
         &mut self,
         message: String,
@@ -445,6 +470,7 @@ impl OutcomeWriter<'_> {
             TaskUpdate::Reschedule {
                 run_at,
                 error: message,
+                refund_attempt: false,
             },
             TaskResult::Rescheduled,
         ))
