@@ -1778,3 +1778,22 @@ async fn rate_limit_gives_back_the_attempt() {
     assert!(tasks[0].run_at > Utc::now() + chrono::Duration::seconds(20));
     assert!(tasks[0].last_error.as_deref().unwrap().contains("429"));
 }
+
+#[tokio::test]
+async fn late_decline_of_settled_invoice_opens_nothing() {
+    let (store, _db) = setup().await;
+    let merchant = register(&store, "acct_1").await;
+    let engine = Engine::new(store.clone(), UnusedGateway);
+
+    engine
+        .ingest(&settlement("evt_1", "acct_1", "in_1", Settlement::Paid))
+        .await
+        .unwrap();
+    engine
+        .ingest(&charge_failed("evt_2", "in_1", "insufficient_funds", 5))
+        .await
+        .unwrap();
+
+    let recovery = store.recovery(merchant.id, &invoice("in_1")).await.unwrap();
+    assert!(recovery.is_none(), "{recovery:?}");
+}
