@@ -203,26 +203,29 @@ impl Intake<'_> {
     ) -> Result<bool, StoreError> {
         self.tx.lock_invoice(self.merchant.id, invoice_id).await?;
         let account = self.event.account.as_ref();
-        if self
+        let no_recovery = self
             .tx
             .lock_recovery(self.merchant.id, invoice_id)
             .await?
-            .is_none()
-        {
-            if let Some(settled_by) = self.tx.invoice_settlement(account, invoice_id).await? {
-                let message = format!(
-                    "decline {} not applied: the invoice was already settled by {settled_by}",
-                    decline.reason()
-                );
-                self.log(
-                    ActivityKind::EventNoted,
-                    invoice_id,
-                    message,
-                    serde_json::Value::Null,
-                )
-                .await?;
-                return Ok(true);
-            }
+            .is_none();
+        let settled_by = if no_recovery {
+            self.tx.invoice_settlement(account, invoice_id).await?
+        } else {
+            None
+        };
+        if let Some(settled_by) = settled_by {
+            let message = format!(
+                "decline {} not applied: the invoice was already settled by {settled_by}",
+                decline.reason()
+            );
+            self.log(
+                ActivityKind::EventNoted,
+                invoice_id,
+                message,
+                serde_json::Value::Null,
+            )
+            .await?;
+            return Ok(true);
         }
         let mut recovery = self.lock_or_insert_recovery(invoice_id).await?;
         if recovery.status.is_closed() {
