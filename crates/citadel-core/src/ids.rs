@@ -120,7 +120,7 @@ macro_rules! stripe_id {
             ///
             /// # Errors
             ///
-            /// Returns [`IdError`] when the value lacks the prefix or holds
+            /// Returns [`IdError`] when the value lacks the prefix or contains
             /// characters Stripe never uses in ids.
             pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
                 let value = value.into();
