@@ -15,6 +15,11 @@ use crate::error::database;
 /// The `account_id` stored for the platform's own account.
 const PLATFORM_ACCOUNT: &str = "";
 
+/// Returns the `account_id` stored for an event's account.
+fn account_key(account: Option<&AccountId>) -> &str {
+    account.map_or(PLATFORM_ACCOUNT, AccountId::as_str)
+}
+
 /// Records an event; returns `false` when it was recorded before.
 ///
 /// While another transaction holds an uncommitted insert of the same event,
@@ -36,10 +41,7 @@ pub(crate) async fn insert(
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT DO NOTHING";
 
-    let account = event
-        .account
-        .as_ref()
-        .map_or(PLATFORM_ACCOUNT, AccountId::as_str);
+    let account = account_key(event.account.as_ref());
     let result = sqlx::query(SQL)
         .bind(event.event_id.as_str())
         .bind(account)
@@ -70,7 +72,7 @@ pub(crate) async fn settlement(
         ORDER BY created_at DESC
         LIMIT 1";
 
-    let account = account.map_or(PLATFORM_ACCOUNT, AccountId::as_str);
+    let account = account_key(account);
     sqlx::query_scalar(SQL)
         .bind(account)
         .bind(invoice.as_str())
@@ -97,7 +99,7 @@ pub(crate) async fn failure_since(
               AND received_at >= $3
         )";
 
-    let account = account.map_or(PLATFORM_ACCOUNT, AccountId::as_str);
+    let account = account_key(account);
     sqlx::query_scalar(SQL)
         .bind(account)
         .bind(invoice.as_str())
@@ -123,7 +125,7 @@ pub(crate) async fn subscription_deleted(
               AND event_type = 'customer.subscription.deleted'
         )";
 
-    let account = account.map_or(PLATFORM_ACCOUNT, AccountId::as_str);
+    let account = account_key(account);
     sqlx::query_scalar(SQL)
         .bind(account)
         .bind(subscription.as_str())

@@ -37,20 +37,10 @@ impl Intake<'_> {
         if self.stopped_before(invoice).await? {
             return Ok(true);
         }
-        let account = self.event.account.as_ref();
-        if let Some(settled_by) = self.tx.invoice_settlement(account, &invoice.id).await? {
-            // Stripe delivers events in no set order: the settlement can
-            // arrive before the older failure, and must win.
-            let message = format!(
-                "invoice.payment_failed not applied: the invoice was already settled by {settled_by}"
-            );
-            self.log(
-                ActivityKind::EventNoted,
-                &invoice.id,
-                message,
-                serde_json::Value::Null,
-            )
-            .await?;
+        if self
+            .settled_before(&invoice.id, "invoice.payment_failed")
+            .await?
+        {
             return Ok(true);
         }
 
@@ -96,6 +86,31 @@ impl Intake<'_> {
             _ => self.schedule_first_retry(&mut recovery).await?,
         }
         self.tx.update_recovery(&recovery).await?;
+        Ok(true)
+    }
+
+    /// Returns whether a settlement of the invoice (paid, voided, marked
+    /// uncollectible) was recorded earlier, noting `what` as not applied if
+    /// so. Stripe delivers events in no set order, so the settlement can
+    /// arrive before an older failure or decline, and it wins.
+    async fn settled_before(
+        &mut self,
+        invoice_id: &InvoiceId,
+        what: &str,
+    ) -> Result<bool, StoreError> {
+        let account = self.event.account.as_ref();
+        let Some(settled_by) = self.tx.invoice_settlement(account, invoice_id).await? else {
+            return Ok(false);
+        };
+        let message =
+            format!("{what} not applied: the invoice was already settled by {settled_by}");
+        self.log(
+            ActivityKind::EventNoted,
+            invoice_id,
+            message,
+            serde_json::Value::Null,
+        )
+        .await?;
         Ok(true)
     }
 
@@ -202,32 +217,15 @@ impl Intake<'_> {
         decline: &Decline,
     ) -> Result<bool, StoreError> {
         self.tx.lock_invoice(self.merchant.id, invoice_id).await?;
-        let account = self.event.account.as_ref();
-        let no_recovery = self
-            .tx
-            .lock_recovery(self.merchant.id, invoice_id)
-            .await?
-            .is_none();
-        let settled_by = if no_recovery {
-            self.tx.invoice_settlement(account, invoice_id).await?
-        } else {
-            None
-        };
-        if let Some(settled_by) = settled_by {
-            let message = format!(
-                "decline {} not applied: the invoice was already settled by {settled_by}",
-                decline.reason()
-            );
-            self.log(
-                ActivityKind::EventNoted,
-                invoice_id,
-                message,
-                serde_json::Value::Null,
-            )
-            .await?;
+        let existing = self.tx.lock_recovery(self.merchant.id, invoice_id).await?;
+        let what = format!("decline {}", decline.reason());
+        if existing.is_none() && self.settled_before(invoice_id, &what).await? {
             return Ok(true);
         }
-        let mut recovery = self.lock_or_insert_recovery(invoice_id).await?;
+        let mut recovery = match existing {
+            Some(recovery) => recovery,
+            None => self.insert_recovery(invoice_id).await?,
+        };
         if recovery.status.is_closed() {
             let message = format!(
                 "decline {} noted: recovery is already {}",
@@ -366,9 +364,15 @@ impl Intake<'_> {
         &mut self,
         invoice_id: &InvoiceId,
     ) -> Result<Recovery, StoreError> {
-        if let Some(recovery) = self.tx.lock_recovery(self.merchant.id, invoice_id).await? {
-            return Ok(recovery);
+        match self.tx.lock_recovery(self.merchant.id, invoice_id).await? {
+            Some(recovery) => Ok(recovery),
+            None => self.insert_recovery(invoice_id).await,
         }
+    }
+
+    /// Inserts a new recovery of the invoice, or locks and returns the one a
+    /// concurrent transaction inserted first.
+    async fn insert_recovery(&mut self, invoice_id: &InvoiceId) -> Result<Recovery, StoreError> {
         let recovery = Recovery::new(
             self.merchant.id,
             invoice_id.clone(),
