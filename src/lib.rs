@@ -27,7 +27,7 @@
 //! let gateway = StripeGateway::builder(Secret::new("sk_test_…")).build()?;
 //! let engine = Arc::new(Engine::new(store, gateway));
 //!
-//! // In the webhook handler: verify, parse, record; answer 200 only after Ok.
+//! // In the webhook handler: verify, parse, record; return 200 only after Ok.
 //! let verifier = WebhookVerifier::new([Secret::new("whsec_…")])?;
 //! let event = verifier.verify_and_parse(body, signature)?;
 //! engine.ingest(&event).await?;

@@ -1,5 +1,5 @@
 //! End-to-end tests: signed Stripe events in, a real PostgreSQL, the Stripe
-//! stand-in answering, figures out.
+//! stand-in responding, figures out.
 //!
 //! Each test gets a fresh database from `citadel_postgres::ephemeral` (a
 //! throwaway cluster, or the server at `DATABASE_URL` when set).
@@ -292,7 +292,7 @@ fn recover_example_rejects_missing_stand_in_script() {
 }
 
 #[test]
-fn recover_example_names_a_file_that_is_not_an_event() {
+fn recover_example_names_non_event_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         sample_dir().join("01-soft-decline-payment-failed.json"),

@@ -67,7 +67,7 @@ struct Args {
     json: bool,
 }
 
-/// The longest retry delay the example accepts, in seconds: one year.
+/// The maximum retry delay the example accepts, in seconds: one year.
 const MAX_DELAY_SECONDS: u64 = 365 * 24 * 60 * 60;
 
 fn parse_delay(value: &str) -> Result<u64, String> {

@@ -62,8 +62,8 @@ pub enum IntakeOutcome {
     /// No merchant is registered for the event's account, so nothing was
     /// recorded. Once the merchant is registered, the same event (a
     /// redelivery by Stripe, or the body kept by the caller) is applied. A
-    /// webhook handler that wants Stripe to redeliver answers with an error
-    /// status; one that ignores accounts outside Citadel answers 200.
+    /// webhook handler that wants Stripe to redeliver returns an error
+    /// status, and one that ignores accounts outside Citadel returns 200.
     UnknownAccount {
         /// The account, `None` for the platform's own.
         account: Option<AccountId>,
@@ -174,9 +174,9 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
     /// # Errors
     ///
     /// [`EngineError::Store`] when the database fails. The gateway may have
-    /// been called; the task stays running until its lease expires and is
-    /// then run again with the same idempotency key, so Stripe charges at
-    /// most once.
+    /// been called already. The task then stays running until its lease
+    /// expires and runs again with the same idempotency key, so Stripe
+    /// charges at most once.
     pub async fn run_task(&self, task: &Task) -> Result<TaskResult, EngineError> {
         let span = info_span!(
             "citadel.task",

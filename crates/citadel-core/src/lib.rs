@@ -2,7 +2,7 @@
 //! policy, the store and payment traits, and the engine and worker that tie
 //! them together.
 //!
-//! This crate knows nothing of PostgreSQL or of Stripe's HTTP API. The
+//! This crate depends on neither PostgreSQL nor Stripe's HTTP API. The
 //! `citadel-postgres` crate implements [`store::Store`], and
 //! `citadel-stripe` implements [`payment::PaymentGateway`] and parses
 //! webhooks into [`event::Event`].

@@ -66,7 +66,7 @@ pub struct Merchant {
     pub account_id: Option<AccountId>,
     /// Whether the merchant's tasks run.
     pub status: MerchantStatus,
-    /// How the merchant's failed payments are retried.
+    /// The policy for retrying the merchant's failed payments.
     pub policy: RecoveryPolicy,
     /// An IANA time zone name such as `Europe/Paris`.
     pub time_zone: String,
@@ -81,7 +81,7 @@ pub struct NewMerchant {
     pub name: String,
     /// The connected account, or `None` for the platform's own account.
     pub account_id: Option<AccountId>,
-    /// How the merchant's failed payments are retried.
+    /// The policy for retrying the merchant's failed payments.
     pub policy: RecoveryPolicy,
     /// An IANA time zone name; `UTC` when unsure.
     pub time_zone: String,

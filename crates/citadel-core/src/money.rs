@@ -1,7 +1,7 @@
 //! Money as an integer count of minor units with its currency.
 //!
 //! Stripe sends amounts as integers in the currency's smallest unit (cents for
-//! `usd`, yen for `jpy`), and so does Citadel: no float ever holds an amount.
+//! `usd`, yen for `jpy`), and so does Citadel: no amount is ever a float.
 
 use std::fmt;
 

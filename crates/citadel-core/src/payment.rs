@@ -98,7 +98,7 @@ pub enum PaymentOutcome {
     /// example). Stripe's `invoice.paid` or `invoice.payment_failed` event
     /// reports how it ends; the retry counts as made.
     Processing {
-        /// What Stripe reported.
+        /// Stripe's description of the payment's state.
         message: String,
     },
     /// The invoice cannot be paid any more: it is already paid, void,

@@ -17,7 +17,7 @@ use crate::ids::{CustomerId, InvoiceId, MerchantId, SubscriptionId};
 use crate::money::Money;
 use crate::payment::Decline;
 
-/// Where a recovery stands.
+/// The stage a recovery is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveryStatus {
@@ -83,7 +83,7 @@ pub struct Recovery {
     pub merchant_id: MerchantId,
     /// The invoice.
     pub invoice_id: InvoiceId,
-    /// Where the recovery stands.
+    /// The recovery's stage.
     pub status: RecoveryStatus,
     /// The customer billed, once known.
     pub customer_id: Option<CustomerId>,
@@ -99,7 +99,7 @@ pub struct Recovery {
     pub last_decline: Option<Decline>,
     /// The creation time of the newest event applied to this recovery.
     pub last_event_at: DateTime<Utc>,
-    /// Why the recovery ended, once it has.
+    /// The reason the recovery ended, once it has.
     pub close_reason: Option<String>,
     /// When the recovery was opened.
     pub opened_at: DateTime<Utc>,

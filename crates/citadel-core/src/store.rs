@@ -309,8 +309,8 @@ pub trait StoreTx: Send {
     ) -> Result<u64, StoreError>;
 
     /// Applies `update` to a running task, only while `lease` is still the
-    /// task's lease; returns `false` when it is not (the lease expired and the
-    /// task was rescued or claimed again), in which case the caller must roll
+    /// task's lease. Returns `false` when it is not, because the lease expired
+    /// and the task was rescued or claimed again. The caller must then roll
     /// back.
     async fn finish_task(&mut self, lease: &Lease, update: &TaskUpdate)
     -> Result<bool, StoreError>;

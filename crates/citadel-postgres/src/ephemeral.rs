@@ -88,7 +88,7 @@ pub enum EphemeralError {
     /// A file system or process operation failed.
     #[error("failed to {action} {}", path.display())]
     Io {
-        /// What was being done, such as "create directory".
+        /// The action that failed, such as "create directory".
         action: &'static str,
         /// The file, directory or program concerned.
         path: PathBuf,
@@ -99,7 +99,7 @@ pub enum EphemeralError {
     /// `initdb` exited with an error.
     #[error("initdb failed with {status}; see {}, which ends with:\n{tail}", log.display())]
     InitdbFailed {
-        /// How `initdb` exited.
+        /// The exit status of `initdb`.
         status: ExitStatus,
         /// The log of `initdb`, kept for reading.
         log: PathBuf,
@@ -109,7 +109,7 @@ pub enum EphemeralError {
     /// The server exited or did not accept connections in time.
     #[error("postgres did not start: {reason}; see {}, which ends with:\n{tail}", log.display())]
     StartFailed {
-        /// What went wrong, such as the server's exit status.
+        /// The cause, such as the server's exit status.
         reason: String,
         /// The server's log, kept for reading.
         log: PathBuf,
@@ -128,7 +128,7 @@ pub enum EphemeralError {
     /// A statement on the server's admin database failed.
     #[error("database error while {operation}")]
     Database {
-        /// What was being done, such as "creating database".
+        /// The operation that failed, such as "creating database".
         operation: &'static str,
         /// The driver's error.
         #[source]

@@ -22,8 +22,8 @@ fn account_key(account: Option<&AccountId>) -> &str {
 
 /// Records an event; returns `false` when it was recorded before.
 ///
-/// While another transaction holds an uncommitted insert of the same event,
-/// this insert waits for it to end: it returns `false` after a commit and
+/// While another transaction has an uncommitted insert of the same event,
+/// this insert waits for it to end. It returns `false` after a commit and
 /// inserts after a rollback.
 #[tracing::instrument(
     name = "citadel.pg.insert_event",

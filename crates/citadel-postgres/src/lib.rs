@@ -57,7 +57,7 @@ pub use store::PgStore;
 /// The number of rows a list returns when the filter sets no limit.
 const DEFAULT_PAGE_SIZE: u32 = 100;
 
-/// The most rows a list returns, whatever limit the filter sets.
+/// The maximum number of rows a list returns, whatever limit the filter sets.
 const MAX_PAGE_SIZE: u32 = 1000;
 
 /// Returns the `LIMIT` of a list: `limit`, else the default, at most the cap.

@@ -293,9 +293,9 @@ impl OutcomeWriter<'_> {
     }
 
     /// Records a payment that has not settled. Its failure may already have
-    /// been recorded while this call was in flight; intake could not schedule
-    /// the next retry then, because this one was still running, so it is
-    /// scheduled here.
+    /// been recorded while this call was in flight. Intake could not schedule
+    /// the next retry then, because this one was still running, so this
+    /// function schedules it.
     async fn processing(
         &mut self,
         message: String,

@@ -8,10 +8,11 @@ use super::EphemeralError;
 /// The environment variable that names the binaries' directory.
 const BIN_DIR_VAR: &str = "CITADEL_PG_BIN";
 
-/// Where Debian and Ubuntu install each major version, as `VERSION/bin`.
+/// The directory in which Debian and Ubuntu install each major version, as
+/// `VERSION/bin`.
 const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
 
-/// Where a build from source installs by default.
+/// The default install directory of a build from source.
 const SOURCE_BUILD_DIR: &str = "/usr/local/pgsql/bin";
 
 /// Returns the directory that contains `initdb` and `postgres`.

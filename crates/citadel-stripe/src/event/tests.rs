@@ -207,7 +207,7 @@ fn expanded_payments_on_current_invoice_give_decline() {
 }
 
 #[test]
-fn sample_payment_intent_error_without_codes_is_no_decline() {
+fn payment_intent_error_without_codes() {
     // The sample's last_payment_error is {"type": "idempotency_error"}.
     let mut invoice = old_invoice();
     invoice["payment_intent"] = fixture("payment_intent");
@@ -276,7 +276,7 @@ fn charge_failed_with_invoice_gives_decline() {
 }
 
 #[test]
-fn charge_failed_reads_network_advice_code_without_advice_code() {
+fn charge_failed_network_advice_fallback() {
     let mut charge = failed_charge();
     charge["outcome"]["advice_code"] = Value::Null;
     charge["outcome"]["network_advice_code"] = "03".into();
