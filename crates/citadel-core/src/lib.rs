@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod money;
 pub mod payment;
 pub mod policy;
+pub mod queue;
 pub mod recovery;
 pub mod secret;
 pub mod store;
@@ -42,7 +43,7 @@ pub mod worker;
 pub use async_trait::async_trait;
 pub use engine::{Engine, EngineError, IntakeOutcome};
 pub use secret::Secret;
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{TaskHandler, Wakeup, Worker, WorkerConfig};
 
 /// Formats an error with all its sources, such as
 /// `database error while claiming tasks: connection refused`, for logs and

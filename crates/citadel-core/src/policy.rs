@@ -177,15 +177,51 @@ pub fn after_decline(
     }
 }
 
-/// Returns the wait before running a task again after a transient error (a timeout,
-/// HTTP 5xx, a rate limit): `retry_after` when Stripe sent one, else
-/// exponential from 2 seconds, doubling per attempt and capped at 10 minutes.
+/// Returns the wait before running a task again after a transient error (a
+/// timeout, HTTP 5xx, a rate limit), with random jitter so that many tasks
+/// hit by one outage do not all retry at the same moment.
 ///
-/// TODO: add jitter so many workers hit by one outage do not retry in step.
+/// With `retry_after` (Stripe's `Retry-After`), the wait is that value plus
+/// up to 10% more. Without it, the wait is between half and all of
+/// [`transient_backoff_ceiling`] for `attempts`.
 pub fn transient_backoff(attempts: i32, retry_after: Option<Duration>) -> Duration {
+    jittered_backoff(attempts, retry_after, fastrand::f64())
+}
+
+/// Returns [`transient_backoff`] for a given `draw` from `[0, 1)` in place
+/// of a random one.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use citadel_core::policy::jittered_backoff;
+///
+/// // Attempt 3 waits between 4 and 8 seconds.
+/// assert_eq!(jittered_backoff(3, None, 0.0), Duration::from_secs(4));
+/// assert_eq!(jittered_backoff(3, None, 0.5), Duration::from_secs(6));
+/// // A Retry-After of 10 seconds waits between 10 and 11 seconds.
+/// let wait = jittered_backoff(3, Some(Duration::from_secs(10)), 0.5);
+/// assert_eq!(wait, Duration::from_millis(10_500));
+/// ```
+pub fn jittered_backoff(attempts: i32, retry_after: Option<Duration>, draw: f64) -> Duration {
+    let draw = if (0.0..1.0).contains(&draw) {
+        draw
+    } else {
+        0.0
+    };
     if let Some(wait) = retry_after {
-        return wait;
+        return wait + wait.mul_f64(0.1 * draw);
     }
+    let ceiling = transient_backoff_ceiling(attempts);
+    let half = ceiling / 2;
+    half + half.mul_f64(draw)
+}
+
+/// Returns the longest wait after a transient error on attempt `attempts`:
+/// 2 seconds doubled per attempt, at most 10 minutes.
+pub fn transient_backoff_ceiling(attempts: i32) -> Duration {
     let exponent = u32::try_from(attempts.clamp(0, 16)).unwrap_or(0);
     let seconds = 2u64.saturating_pow(exponent.max(1));
     Duration::from_secs(seconds.min(600))
@@ -313,14 +349,34 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(transient_backoff(1, None), Duration::from_secs(2));
-        assert_eq!(transient_backoff(3, None), Duration::from_secs(8));
-        assert_eq!(transient_backoff(40, None), Duration::from_secs(600));
+    fn backoff_ceiling_doubles_and_caps() {
+        assert_eq!(transient_backoff_ceiling(1), Duration::from_secs(2));
+        assert_eq!(transient_backoff_ceiling(3), Duration::from_secs(8));
+        assert_eq!(transient_backoff_ceiling(40), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn backoff_jitter_stays_in_range() {
+        assert_eq!(jittered_backoff(3, None, 0.0), Duration::from_secs(4));
+        assert_eq!(jittered_backoff(40, None, 0.5), Duration::from_secs(450));
+        assert_eq!(jittered_backoff(3, None, 7.0), Duration::from_secs(4));
+        let retry_after = Some(Duration::from_secs(7));
         assert_eq!(
-            transient_backoff(3, Some(Duration::from_secs(7))),
+            jittered_backoff(3, retry_after, 0.0),
             Duration::from_secs(7)
         );
+        for _ in 0..1000 {
+            let wait = transient_backoff(5, None);
+            assert!(wait >= Duration::from_secs(16), "{wait:?}");
+            assert!(wait <= Duration::from_secs(32), "{wait:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_jitter_spreads_retries() {
+        let waits: std::collections::HashSet<Duration> =
+            (0..100).map(|_| transient_backoff(5, None)).collect();
+        assert!(waits.len() > 50, "only {} distinct waits", waits.len());
     }
 
     #[test]

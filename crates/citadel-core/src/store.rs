@@ -17,6 +17,7 @@ use crate::event::{Event, EventKind};
 use crate::ids::{AccountId, EventId, InvoiceId, MerchantId, SubscriptionId, TaskId};
 use crate::merchant::{Merchant, NewMerchant};
 use crate::metrics::{DailyMetrics, MetricsDelta};
+use crate::queue::{PruneReport, Retention, TaskWakeups, WorkerInfo};
 use crate::recovery::Recovery;
 use crate::task::{Lease, NewTask, Task, TaskKind, TaskStatus, TaskUpdate};
 
@@ -176,10 +177,11 @@ pub trait Store: Send + Sync + 'static {
     /// Lists merchants by id.
     async fn list_merchants(&self) -> Result<Vec<Merchant>, StoreError>;
 
-    /// Claims due pending tasks of active merchants, oldest `run_at` first,
-    /// setting each one's lease and counting the attempt. Before claiming,
-    /// the store hands back every task whose lease expired: to pending, or to
-    /// failed when its attempts are used up.
+    /// Claims due pending tasks of active merchants, setting each one's
+    /// lease and counting the attempt. The batch is shared fairly across
+    /// merchants; within a merchant, higher priority goes first, then older
+    /// `run_at`. Tasks whose lease expired are not claimed until
+    /// [`Store::rescue_expired_tasks`] hands them back.
     async fn claim_tasks(&self, request: &ClaimRequest) -> Result<Vec<Task>, StoreError>;
 
     /// Returns a task by id.
@@ -216,6 +218,51 @@ pub trait Store: Send + Sync + 'static {
         &self,
         merchant: Option<MerchantId>,
     ) -> Result<Vec<DailyMetrics>, StoreError>;
+
+    // Task engine: rescue, heartbeat, hand-back, worker identity, wake-ups
+    // and pruning.
+
+    /// Hands back running tasks whose lease expired: to pending, or to
+    /// failed when their attempts are used up. Returns how many. The expiry
+    /// and status are checked again at write time, so a task that its
+    /// worker finished in between stays finished.
+    async fn rescue_expired_tasks(&self) -> Result<u64, StoreError>;
+
+    /// Extends each of `leases` that is still held to `lease_duration` from
+    /// now. Returns the leases renewed, with their new expiry; a lease that
+    /// is missing was lost, and writes under it will be rejected.
+    async fn heartbeat_tasks(
+        &self,
+        leases: &[Lease],
+        lease_duration: Duration,
+    ) -> Result<Vec<Lease>, StoreError>;
+
+    /// Hands the tasks of `leases` that are still held back to pending, due
+    /// now, and ends the leases. With `unstarted`, the attempt that the
+    /// claim counted is given back, because the task never ran. Returns how
+    /// many.
+    async fn release_tasks(&self, leases: &[Lease], unstarted: bool) -> Result<u64, StoreError>;
+
+    /// Registers a start of a worker; `id` must be new.
+    async fn register_worker(&self, id: uuid::Uuid, name: &str) -> Result<(), StoreError>;
+
+    /// Records that the worker `id` is alive now.
+    async fn worker_heartbeat(&self, id: uuid::Uuid) -> Result<(), StoreError>;
+
+    /// Records that the worker `id` shut down gracefully.
+    async fn stop_worker(&self, id: uuid::Uuid) -> Result<(), StoreError>;
+
+    /// Lists registered workers, newest start first.
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
+
+    /// Subscribes to wake-ups sent when a due task is inserted or handed
+    /// back. Returns `None` when the store sends none; workers then poll.
+    async fn listen_for_tasks(&self) -> Result<Option<Box<dyn TaskWakeups>>, StoreError>;
+
+    /// Deletes finished tasks, processed events and workers older than
+    /// `retention`, in statements of at most `retention.batch_size` rows,
+    /// until none is left. Returns how many rows it deleted.
+    async fn prune(&self, retention: &Retention) -> Result<PruneReport, StoreError>;
 }
 
 /// One transaction. Dropping it without [`StoreTx::commit`] rolls it back.

@@ -248,6 +248,9 @@ pub struct Task {
     /// A key unique per merchant among live tasks, so the same work is never
     /// queued twice.
     pub dedupe_key: Option<String>,
+    /// Higher runs first among the merchant's due tasks.
+    #[serde(default)]
+    pub priority: i16,
     /// When the task was created.
     pub created_at: DateTime<Utc>,
     /// When the task last changed.
@@ -283,6 +286,9 @@ pub struct NewTask {
     /// If set, no second live task of the merchant with the same key is
     /// inserted.
     pub dedupe_key: Option<String>,
+    /// Higher runs first among the merchant's due tasks. Default 0.
+    #[serde(default)]
+    pub priority: i16,
 }
 
 /// The default number of claims of a task before it fails. Transient errors

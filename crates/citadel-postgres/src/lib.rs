@@ -41,12 +41,15 @@
 mod activity;
 mod error;
 mod events;
+mod listen;
 mod merchants;
 mod metrics;
+mod prune;
 mod recoveries;
 mod store;
 mod tasks;
 mod tx;
+mod workers;
 
 #[cfg(feature = "ephemeral")]
 pub mod ephemeral;

@@ -1,20 +1,25 @@
 //! [`PgStore`]: the [`Store`] over a sqlx connection pool.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use citadel_core::activity::{Activity, ActivityFilter};
 use citadel_core::ids::{AccountId, InvoiceId, MerchantId, TaskId};
 use citadel_core::merchant::{Merchant, NewMerchant};
 use citadel_core::metrics::DailyMetrics;
+use citadel_core::queue::{PruneReport, Retention, TaskWakeups, WorkerInfo};
 use citadel_core::recovery::Recovery;
 use citadel_core::store::{ClaimRequest, Store, StoreError, StoreTx, TaskCounts, TaskFilter};
-use citadel_core::task::{Task, TaskKind};
+use citadel_core::task::{Lease, Task, TaskKind};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use uuid::Uuid;
 
 use crate::error::{PgError, database, redact_url};
+use crate::listen::PgWakeups;
 use crate::tx::PgTx;
-use crate::{activity, merchants, metrics, recoveries, tasks};
+use crate::{activity, merchants, metrics, prune, recoveries, tasks, workers};
 
 /// The migrations in this crate's `migrations/` folder, embedded at compile
 /// time.
@@ -95,7 +100,7 @@ impl PgStore {
     /// [`Store::claim_tasks`] runs for `request`, without running it.
     ///
     /// On a healthy queue the plan locks rows (`LockRows`) found through the
-    /// `scheduled_tasks_pending_run_at` index; a sequential scan of
+    /// `scheduled_tasks_pending_merchant` index; a sequential scan of
     /// `scheduled_tasks` there means the claim reads every task each time.
     ///
     /// # Errors
@@ -103,6 +108,28 @@ impl PgStore {
     /// [`StoreError::Database`] when the database fails.
     pub async fn explain_claim(&self, request: &ClaimRequest) -> Result<String, StoreError> {
         tasks::explain_claim(&self.pool, request).await
+    }
+
+    /// Returns the ids of running tasks whose lease expired, without
+    /// changing them: the read half of [`Store::rescue_expired_tasks`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn expired_leases(&self) -> Result<Vec<TaskId>, StoreError> {
+        tasks::expired_leases(&self.pool).await
+    }
+
+    /// Hands back those of `ids` that are still running on an expired lease:
+    /// the write half of [`Store::rescue_expired_tasks`]. It checks the
+    /// status and expiry again on each locked row, so a task finished since
+    /// `ids` were read stays finished. Returns how many it handed back.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] when the database fails.
+    pub async fn rescue(&self, ids: &[TaskId]) -> Result<u64, StoreError> {
+        tasks::rescue(&self.pool, ids).await
     }
 }
 
@@ -136,10 +163,7 @@ impl Store for PgStore {
         merchants::list(&self.pool).await
     }
 
-    /// Hands back tasks whose lease expired, then claims.
     async fn claim_tasks(&self, request: &ClaimRequest) -> Result<Vec<Task>, StoreError> {
-        tasks::rescue_expired(&self.pool).await?;
-
         tasks::claim(&self.pool, request).await
     }
 
@@ -183,5 +207,59 @@ impl Store for PgStore {
         merchant: Option<MerchantId>,
     ) -> Result<Vec<DailyMetrics>, StoreError> {
         metrics::list(&self.pool, merchant).await
+    }
+
+    // Task engine: rescue, heartbeat, hand-back, worker identity, wake-ups
+    // and pruning.
+
+    /// Reads the expired leases, then hands them back with a statement that
+    /// checks each one again on the locked row.
+    async fn rescue_expired_tasks(&self) -> Result<u64, StoreError> {
+        let expired = tasks::expired_leases(&self.pool).await?;
+        let rescued = tasks::rescue(&self.pool, &expired).await?;
+        if rescued > 0 {
+            tracing::warn!(
+                tasks.rescued = rescued,
+                "handed back running tasks whose lease expired"
+            );
+        }
+        Ok(rescued)
+    }
+
+    async fn heartbeat_tasks(
+        &self,
+        leases: &[Lease],
+        lease_duration: Duration,
+    ) -> Result<Vec<Lease>, StoreError> {
+        tasks::heartbeat(&self.pool, leases, lease_duration).await
+    }
+
+    async fn release_tasks(&self, leases: &[Lease], unstarted: bool) -> Result<u64, StoreError> {
+        tasks::release(&self.pool, leases, unstarted).await
+    }
+
+    async fn register_worker(&self, id: Uuid, name: &str) -> Result<(), StoreError> {
+        workers::register(&self.pool, id, name).await
+    }
+
+    async fn worker_heartbeat(&self, id: Uuid) -> Result<(), StoreError> {
+        workers::heartbeat(&self.pool, id).await
+    }
+
+    async fn stop_worker(&self, id: Uuid) -> Result<(), StoreError> {
+        workers::stop(&self.pool, id).await
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        workers::list(&self.pool).await
+    }
+
+    async fn listen_for_tasks(&self) -> Result<Option<Box<dyn TaskWakeups>>, StoreError> {
+        let wakeups = PgWakeups::listen(&self.pool).await?;
+        Ok(Some(Box::new(wakeups)))
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<PruneReport, StoreError> {
+        prune::prune(&self.pool, retention).await
     }
 }

@@ -35,6 +35,7 @@ struct TaskRow {
     lease_token: Option<Uuid>,
     lease_expires_at: Option<DateTime<Utc>>,
     dedupe_key: Option<String>,
+    priority: i16,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -82,6 +83,7 @@ impl TryFrom<TaskRow> for Task {
             last_error: row.last_error,
             lease,
             dedupe_key: row.dedupe_key,
+            priority: row.priority,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -100,8 +102,9 @@ pub(crate) async fn insert(
 ) -> Result<Option<TaskId>, StoreError> {
     const SQL: &str = "
         INSERT INTO scheduled_tasks
-            (merchant_id, kind, invoice_id, payload, status, run_at, max_attempts, dedupe_key)
-        VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7)
+            (merchant_id, kind, invoice_id, payload, status, run_at, max_attempts, dedupe_key,
+             priority)
+        VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8)
         ON CONFLICT (merchant_id, dedupe_key) WHERE status IN ('pending', 'running')
         DO NOTHING
         RETURNING id";
@@ -114,6 +117,7 @@ pub(crate) async fn insert(
         .bind(task.run_at)
         .bind(task.max_attempts)
         .bind(task.dedupe_key.as_deref())
+        .bind(task.priority)
         .fetch_optional(executor)
         .await
         .map_err(database("inserting a task"))?;
@@ -123,27 +127,81 @@ pub(crate) async fn insert(
 /// The claim statement, as a macro so that [`EXPLAIN_CLAIM`] can prefix it
 /// at compile time.
 ///
-/// The `MATERIALIZED` CTE picks and locks the due tasks once, skipping rows
-/// that another claimer has locked, so concurrent claimers do not wait for
-/// each other and cannot take the same task. A row that another claimer
-/// changed after this statement's snapshot is checked again against the
-/// `WHERE` clause once locked, so a task claimed and committed meanwhile is
-/// no longer `pending` and drops out.
+/// It claims fairly across merchants in three steps:
+///
+/// 1. `heads` finds each active merchant with a claimable task and counts its
+///    running tasks, which gives its room under `max_running_tasks`.
+/// 2. `ordered` gives each merchant with room a share of the batch (the
+///    batch size divided by the number of such merchants, rounded up, at most
+///    its room) and puts the merchants with the fewest running tasks first,
+///    then the one whose next task is the oldest.
+/// 3. `due` walks that list and locks up to each merchant's share of its
+///    tasks, highest priority first, then oldest `run_at`, skipping rows that
+///    another claimer has locked, and stops once the batch is full.
+///
+/// So a merchant with a backlog gets its share of each batch and never the
+/// whole of it while another merchant has a due task. The `MATERIALIZED` CTEs
+/// keep the planner from folding the lock into the `UPDATE`, so the limit is
+/// never exceeded. A row changed by another claimer after this statement's
+/// snapshot is checked again against the `WHERE` clause once locked, so a task
+/// claimed and committed meanwhile is no longer `pending` and drops out.
+///
+/// N.B.: the running count is read from the statement's snapshot, so claims
+/// that commit at the same moment can together exceed a merchant's
+/// `max_running_tasks`, by at most one batch per concurrent claimer.
 macro_rules! claim_sql {
     () => {
         "
-        WITH due AS MATERIALIZED (
-            SELECT t.id
-            FROM scheduled_tasks t
-            JOIN merchants m ON m.id = t.merchant_id
-            WHERE t.status = 'pending'
-              AND t.run_at <= now()
-              AND t.kind = ANY($1)
-              AND t.attempts < t.max_attempts
-              AND m.status = 'active'
-            ORDER BY t.run_at, t.id
+        WITH heads AS MATERIALIZED (
+            SELECT m.id AS merchant_id,
+                   head.run_at AS head_run_at,
+                   running.count AS running,
+                   CASE WHEN m.max_running_tasks IS NULL THEN $2::bigint
+                        ELSE m.max_running_tasks - running.count
+                   END AS room
+            FROM merchants m
+            CROSS JOIN LATERAL (
+                SELECT t.run_at
+                FROM scheduled_tasks t
+                WHERE t.merchant_id = m.id
+                  AND t.status = 'pending'
+                  AND t.run_at <= now()
+                  AND t.kind = ANY($1)
+                  AND t.attempts < t.max_attempts
+                ORDER BY t.priority DESC, t.run_at, t.id
+                LIMIT 1
+            ) head
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS count
+                FROM scheduled_tasks r
+                WHERE r.merchant_id = m.id AND r.status = 'running'
+            ) running
+            WHERE m.status = 'active'
+        ),
+        ordered AS MATERIALIZED (
+            SELECT h.merchant_id,
+                   least(h.room, ceil($2::numeric / (SELECT count(*) FROM heads WHERE room > 0))::bigint)
+                       AS share
+            FROM heads h
+            WHERE h.room > 0
+            ORDER BY h.running, h.head_run_at, h.merchant_id
+        ),
+        due AS MATERIALIZED (
+            SELECT picked.id
+            FROM ordered o
+            CROSS JOIN LATERAL (
+                SELECT t.id
+                FROM scheduled_tasks t
+                WHERE t.merchant_id = o.merchant_id
+                  AND t.status = 'pending'
+                  AND t.run_at <= now()
+                  AND t.kind = ANY($1)
+                  AND t.attempts < t.max_attempts
+                ORDER BY t.priority DESC, t.run_at, t.id
+                LIMIT o.share
+                FOR UPDATE OF t SKIP LOCKED
+            ) picked
             LIMIT $2
-            FOR UPDATE OF t SKIP LOCKED
         )
         UPDATE scheduled_tasks t
         SET status = 'running',
@@ -175,14 +233,13 @@ fn claim_query<'q>(
         .bind(request.lease_duration.as_secs_f64())
 }
 
-/// Claims up to `request.limit` due pending tasks of active merchants,
-/// oldest `run_at` first, in one statement.
+/// Claims up to `request.limit` due pending tasks of active merchants in
+/// one statement, sharing the batch fairly across merchants (see
+/// [`claim_sql`]).
 ///
-/// NOTE: the order is global, so one merchant with a large backlog of due
-/// tasks fills whole batches before later tasks of other merchants run. The
-/// due tasks of a paused merchant stay in the pending index, and each claim
-/// reads past them.
-/// TODO: round-robin across merchants once a backlog can outlast a poll.
+/// NOTE: every claim reads the head of each active merchant's queue, one
+/// index probe per merchant, so its cost grows with the number of active
+/// merchants.
 #[tracing::instrument(
     name = "citadel.pg.claim",
     level = "debug",
@@ -207,7 +264,7 @@ pub(crate) async fn claim(
 
     // RETURNING gives rows in no set order.
     let mut tasks = into_tasks(rows)?;
-    tasks.sort_by_key(|task| (task.run_at, task.id));
+    tasks.sort_by_key(|task| (std::cmp::Reverse(task.priority), task.run_at, task.id));
     tracing::Span::current().record("claim.count", tasks.len());
     Ok(tasks)
 }
@@ -231,44 +288,151 @@ pub(crate) async fn explain_claim(
     Ok(lines.join("\n"))
 }
 
-/// Hands back running tasks whose lease expired: to `pending`, or to
-/// `failed` when they used up their attempts. Returns how many.
+/// The most tasks one call of [`rescue_expired`] hands back.
+const RESCUE_BATCH: i64 = 1000;
+
+/// Returns the ids of running tasks whose lease expired, oldest expiry
+/// first, without locking them.
+pub(crate) async fn expired_leases(
+    executor: impl PgExecutor<'_>,
+) -> Result<Vec<TaskId>, StoreError> {
+    const SQL: &str = "
+        SELECT id
+        FROM scheduled_tasks
+        WHERE status = 'running' AND lease_expires_at < now()
+        ORDER BY lease_expires_at
+        LIMIT $1";
+
+    let ids: Vec<i64> = sqlx::query_scalar(SQL)
+        .bind(RESCUE_BATCH)
+        .fetch_all(executor)
+        .await
+        .map_err(database("finding tasks with expired leases"))?;
+    Ok(ids.into_iter().map(TaskId::new).collect())
+}
+
+/// Hands back those of `ids` that are still running on an expired lease: to
+/// `pending`, or to `failed` when they used up their attempts. Returns how
+/// many.
 ///
-/// Rows locked by a worker that is finishing them right now are skipped, so
-/// a late but live worker still wins. Because no rescuer waits for a lock,
-/// two rescuers cannot deadlock.
-pub(crate) async fn rescue_expired(executor: impl PgExecutor<'_>) -> Result<u64, StoreError> {
+/// The read that found `ids` may be stale by now, so the statement checks the
+/// status and the expiry again on the locked row. It waits for a worker that
+/// is finishing one of the tasks right now, and then sees the finished row,
+/// so a task completed in between stays completed. Rows are locked in id
+/// order, so two rescuers cannot deadlock.
+pub(crate) async fn rescue(
+    executor: impl PgExecutor<'_>,
+    ids: &[TaskId],
+) -> Result<u64, StoreError> {
     const SQL: &str = "
         WITH expired AS MATERIALIZED (
             SELECT id
             FROM scheduled_tasks
-            WHERE status = 'running' AND lease_expires_at < now()
-            ORDER BY lease_expires_at
-            LIMIT 1000
-            FOR UPDATE SKIP LOCKED
+            WHERE id = ANY($1) AND status = 'running' AND lease_expires_at < now()
+            ORDER BY id
+            FOR UPDATE
         )
         UPDATE scheduled_tasks t
         SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
-            last_error = 'the lease of ' || t.lease_owner || ' expired before the task finished',
+            last_error = 'the lease of worker ' || t.lease_owner || ' expired before the task finished',
             lease_owner = NULL,
             lease_token = NULL,
             lease_expires_at = NULL,
             updated_at = now()
         FROM expired
-        WHERE t.id = expired.id";
+        WHERE t.id = expired.id AND t.status = 'running' AND t.lease_expires_at < now()";
 
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
     let result = sqlx::query(SQL)
+        .bind(ids)
         .execute(executor)
         .await
         .map_err(database("handing back tasks with expired leases"))?;
-    let rescued = result.rows_affected();
-    if rescued > 0 {
-        tracing::warn!(
-            tasks.rescued = rescued,
-            "handed back running tasks whose lease expired"
-        );
+    Ok(result.rows_affected())
+}
+
+/// Extends the leases in `leases` that are still held to `lease_duration`
+/// from now; returns the leases renewed, with their new expiry.
+pub(crate) async fn heartbeat(
+    executor: impl PgExecutor<'_>,
+    leases: &[Lease],
+    lease_duration: std::time::Duration,
+) -> Result<Vec<Lease>, StoreError> {
+    const SQL: &str = "
+        UPDATE scheduled_tasks t
+        SET lease_expires_at = now() + make_interval(secs => $3)
+        FROM unnest($1::bigint[], $2::uuid[]) AS held (id, token)
+        WHERE t.id = held.id AND t.status = 'running' AND t.lease_token = held.token
+        RETURNING t.id, t.lease_owner, t.lease_token, t.lease_expires_at";
+
+    if leases.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(rescued)
+    let ids: Vec<i64> = leases.iter().map(|lease| lease.task_id.get()).collect();
+    let tokens: Vec<Uuid> = leases.iter().map(|lease| lease.token).collect();
+    let rows: Vec<(i64, String, Uuid, DateTime<Utc>)> = sqlx::query_as(SQL)
+        .bind(ids)
+        .bind(tokens)
+        .bind(lease_duration.as_secs_f64())
+        .fetch_all(executor)
+        .await
+        .map_err(database("extending task leases"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, owner, token, expires_at)| Lease {
+            task_id: TaskId::new(id),
+            owner,
+            token,
+            expires_at,
+        })
+        .collect())
+}
+
+/// Hands the tasks of `leases` that are still held back to `pending`, due
+/// now; with `unstarted`, gives back the attempt their claim counted. Returns
+/// how many. Sends a wake-up on `citadel_tasks` so that other workers claim
+/// them at once.
+pub(crate) async fn release(
+    executor: impl PgExecutor<'_>,
+    leases: &[Lease],
+    unstarted: bool,
+) -> Result<u64, StoreError> {
+    const SQL: &str = "
+        WITH released AS (
+            UPDATE scheduled_tasks t
+            SET status = 'pending',
+                attempts = t.attempts - CASE WHEN $3 THEN 1 ELSE 0 END,
+                last_error = CASE WHEN $3 THEN t.last_error
+                                  ELSE 'worker ' || t.lease_owner || ' stopped before the task finished'
+                             END,
+                run_at = least(t.run_at, now()),
+                lease_owner = NULL,
+                lease_token = NULL,
+                lease_expires_at = NULL,
+                updated_at = now()
+            FROM unnest($1::bigint[], $2::uuid[]) AS held (id, token)
+            WHERE t.id = held.id AND t.status = 'running' AND t.lease_token = held.token
+            RETURNING t.id
+        )
+        SELECT (SELECT count(*) FROM released),
+               (SELECT count(*) FROM (SELECT pg_notify('citadel_tasks', '') FROM released LIMIT 1) n)";
+
+    if leases.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = leases.iter().map(|lease| lease.task_id.get()).collect();
+    let tokens: Vec<Uuid> = leases.iter().map(|lease| lease.token).collect();
+    let (released, _notified): (i64, i64) = sqlx::query_as(SQL)
+        .bind(ids)
+        .bind(tokens)
+        .bind(unstarted)
+        .fetch_one(executor)
+        .await
+        .map_err(database("handing back claimed tasks"))?;
+    Ok(u64::try_from(released).unwrap_or(0))
 }
 
 /// Applies `update` to a running task while `lease` is still its lease;

@@ -73,6 +73,7 @@ fn due_task(merchant_id: MerchantId, key: &str) -> NewTask {
         run_at: Utc::now() - chrono::Duration::minutes(1),
         max_attempts: 5,
         dedupe_key: Some(key.to_owned()),
+        priority: 0,
     }
 }
 
@@ -206,6 +207,7 @@ async fn migrations_create_all_tables() {
         "processed_events",
         "scheduled_tasks",
         "usage_logs",
+        "workers",
     ] {
         assert!(
             tables.iter().any(|name| name == table),
@@ -602,6 +604,13 @@ async fn expired_lease_is_handed_back() {
     assert_eq!(first.len(), 2);
     tokio::time::sleep(Duration::from_millis(20)).await;
 
+    let nothing = store
+        .claim_tasks(&claim_request("live-worker", 10))
+        .await
+        .unwrap();
+    assert!(nothing.is_empty(), "a claim takes no task of an expired lease");
+    let rescued = store.rescue_expired_tasks().await.unwrap();
+    assert_eq!(rescued, 2);
     let second = store
         .claim_tasks(&claim_request("live-worker", 10))
         .await
@@ -743,7 +752,8 @@ async fn claim_plan_locks_rows_from_pending_index() {
     let plan = store.explain_claim(&claim_request("w", 10)).await.unwrap();
 
     assert!(plan.contains("LockRows"), "{plan}");
-    assert!(plan.contains("scheduled_tasks_pending_run_at"), "{plan}");
+    assert!(plan.contains("scheduled_tasks_pending_merchant"), "{plan}");
+    assert!(!plan.contains("Seq Scan on scheduled_tasks"), "{plan}");
     assert_eq!(
         count(
             &store,

@@ -509,5 +509,6 @@ pub(super) fn retry_task(
         run_at,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
         dedupe_key: Some(format!("retry:{invoice_id}:{attempt}")),
+        priority: 0,
     }
 }

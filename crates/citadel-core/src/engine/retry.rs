@@ -16,8 +16,8 @@ use crate::store::{Store, StoreTx, metrics_day};
 use crate::task::{RetryPayment, Task, TaskStatus, TaskUpdate};
 
 /// The wait after a rate limit when Stripe names none: half a minute, so a
-/// burst of requests can pass before the task runs again.
-/// TODO: add jitter, so tasks limited together do not return together.
+/// burst of requests can pass before the task runs again. Up to 10% jitter is
+/// added, so tasks limited together do not return together.
 const RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The result of one task run.
@@ -426,7 +426,7 @@ impl OutcomeWriter<'_> {
         &mut self,
         retry_after: Option<std::time::Duration>,
     ) -> Result<(TaskUpdate, TaskResult), EngineError> {
-        let wait = retry_after.unwrap_or(RATE_LIMIT_WAIT);
+        let wait = transient_backoff(0, Some(retry_after.unwrap_or(RATE_LIMIT_WAIT)));
         let run_at = self.now
             + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::minutes(10));
         let note = format!(
