@@ -10,10 +10,12 @@
 //! 1. It registers a [`WorkerInfo`](crate::queue::WorkerInfo) row with an id
 //!    that is new on every start; that id is the owner of its leases.
 //! 2. It claims a batch, runs up to `concurrency` tasks of it at once, and
-//!    claims the next batch as soon as the last one has started. A batch that
-//!    comes back full is followed by another claim at once; after a short
-//!    batch, the worker waits for a wake-up (NOTIFY), or for the poll
-//!    interval in poll-only mode or when no wake-up comes.
+//!    claims the next batch as soon as the last one has started. A claim that
+//!    returned tasks is followed by another claim at once, because the claim
+//!    gives each merchant only a share of a batch, so a short batch does not
+//!    mean that the queue is empty. After an empty claim, the worker waits
+//!    for a wake-up (NOTIFY), or for the poll interval in poll-only mode or
+//!    when no wake-up comes.
 //! 3. In the background it extends the leases of its tasks and its own
 //!    heartbeat every `heartbeat_interval`, and hands back the tasks of dead
 //!    workers (leases expired) every `rescue_interval`.
@@ -351,14 +353,14 @@ impl<H: TaskHandler> Run<'_, H> {
     }
 
     /// Claims a batch into `waiting`; returns whether to claim again at once
-    /// (the batch was full) or to wait for a wake-up.
+    /// (the claim returned tasks) or to wait for a wake-up.
     async fn claim(&mut self) -> Step {
         let config = &self.worker.config;
         let request = self.worker.claim_request(config.batch_size);
         match self.worker.handler.store().claim_tasks(&request).await {
             Ok(tasks) => {
-                let full = tasks.len() >= config.batch_size as usize;
-                self.report.claimed += tasks.len();
+                let tasks_claimed = tasks.len();
+                self.report.claimed += tasks_claimed;
                 for task in &tasks {
                     if let Some(lease) = &task.lease {
                         self.held.insert(lease.clone());
@@ -366,7 +368,11 @@ impl<H: TaskHandler> Run<'_, H> {
                 }
                 tracing::trace!(claim.count = tasks.len(), "claimed tasks");
                 self.waiting.extend(tasks);
-                if full { Step::Claim } else { Step::Wait }
+                if tasks_claimed > 0 {
+                    Step::Claim
+                } else {
+                    Step::Wait
+                }
             }
             Err(err) => {
                 tracing::error!(

@@ -26,6 +26,9 @@ use citadel_postgres::ephemeral::{EphemeralError, EphemeralPostgres, TestDatabas
 use serde_json::json;
 use tokio::sync::Barrier;
 
+#[path = "postgres/engine.rs"]
+mod engine;
+
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
@@ -608,7 +611,10 @@ async fn expired_lease_is_handed_back() {
         .claim_tasks(&claim_request("live-worker", 10))
         .await
         .unwrap();
-    assert!(nothing.is_empty(), "a claim takes no task of an expired lease");
+    assert!(
+        nothing.is_empty(),
+        "a claim takes no task of an expired lease"
+    );
     let rescued = store.rescue_expired_tasks().await.unwrap();
     assert_eq!(rescued, 2);
     let second = store

@@ -117,6 +117,40 @@ impl EphemeralPostgres {
         &self.data_dir
     }
 
+    /// Stops the server (a fast shutdown, which ends every connection) and
+    /// starts it again on the same data directory and port, for tests of
+    /// what survives a database restart.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`EphemeralPostgres::start`] for finding the binaries
+    /// and starting the server.
+    pub fn restart(&mut self) -> Result<(), EphemeralError> {
+        let bin_dir = binaries::find()?;
+        let owner = service_user()?;
+        self.stop_server();
+        if let Some(guard) = self.guard.take() {
+            guard.release();
+        }
+
+        let socket_dir = self.root.join("socket");
+        self.server = spawn_server(
+            &bin_dir,
+            &self.root,
+            &self.data_dir,
+            &socket_dir,
+            self.port,
+            owner,
+        )?;
+        self.guard = Some(Guard::spawn(self.server.id(), &self.root)?);
+        self.wait_until_ready()?;
+        tracing::debug!(
+            postgres.port = self.port,
+            "ephemeral PostgreSQL cluster restarted"
+        );
+        Ok(())
+    }
+
     /// Creates an empty database and returns its URL.
     ///
     /// # Errors
