@@ -28,6 +28,8 @@ use tokio::sync::Barrier;
 
 #[path = "postgres/engine.rs"]
 mod engine;
+#[path = "postgres/lease_model.rs"]
+mod lease_model;
 
 // ---------------------------------------------------------------------------
 // Helpers
