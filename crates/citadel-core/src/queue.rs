@@ -73,7 +73,8 @@ pub struct Retention {
     /// Keep it above the 3 days over which Stripe redelivers an event, or a
     /// late redelivery is applied a second time.
     pub processed_events: Duration,
-    /// Stopped workers, and workers silent for this long, are deleted.
+    /// Worker rows whose last heartbeat (or stop) is older than this are
+    /// deleted.
     pub workers: Duration,
     /// At most this many rows of one table are deleted per statement, so a
     /// prune never holds locks on a large part of a hot table.

@@ -46,7 +46,7 @@ use crate::task::{Lease, Task};
 /// The shortest pause of an idle worker between two claims.
 const MIN_IDLE_PAUSE: Duration = Duration::from_millis(10);
 
-/// How a worker learns that tasks became due.
+/// The way a worker learns that tasks became due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wakeup {
     /// LISTEN for the store's notifications, and poll as a fallback.
@@ -82,7 +82,8 @@ pub struct WorkerConfig {
     /// How long an idle worker waits before claiming again when no wake-up
     /// comes. Default 1 second.
     pub poll_interval: Duration,
-    /// How the worker learns of newly due tasks. Default [`Wakeup::Notify`].
+    /// The way the worker learns of newly due tasks. Default
+    /// [`Wakeup::Notify`].
     pub wakeup: Wakeup,
     /// How long running tasks may take to finish after shutdown starts,
     /// before they are stopped and handed back. Default 30 seconds.
@@ -295,7 +296,7 @@ impl<H: TaskHandler> Worker<H> {
     }
 }
 
-/// What a job of a worker returns: its task and the handler's result.
+/// The output of one job of a worker: its task and the handler's result.
 type Job = (TaskId, Result<TaskResult, EngineError>);
 
 /// The state of one [`Worker::run`].
@@ -306,14 +307,14 @@ struct Run<'w, H: TaskHandler> {
     /// Claimed tasks that have not started.
     waiting: VecDeque<Task>,
     running: JoinSet<Job>,
-    /// The task each running job works on, to drop the lease of one that
-    /// panicked.
+    /// The task of each running job, so that the lease of a job that
+    /// panicked can be handed back.
     jobs: HashMap<tokio::task::Id, TaskId>,
     permits: Arc<Semaphore>,
     report: BatchReport,
 }
 
-/// What the serving loop does next.
+/// The next action of the serving loop.
 enum Step {
     Claim,
     Wait,
@@ -399,8 +400,8 @@ impl<H: TaskHandler> Run<'_, H> {
         self.jobs.insert(job.id(), task_id);
     }
 
-    /// Records a finished job and forgets its lease. The lease of a job
-    /// that panicked is handed back to pending at once.
+    /// Records a finished job and drops its lease from the held leases. The
+    /// task of a job that panicked is handed back to pending at once.
     async fn finish(&mut self, joined: Result<(tokio::task::Id, Job), tokio::task::JoinError>) {
         let job_id = match &joined {
             Ok((id, _)) => *id,

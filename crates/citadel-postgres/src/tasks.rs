@@ -4,8 +4,9 @@
 //! [`claim`], and finished by [`finish`] only while the lease is still its
 //! own. Every move of a running task is an `UPDATE` guarded by
 //! `status = 'running' AND lease_token = …`, so a worker whose lease was
-//! taken over changes nothing. A task whose lease expired is handed back by
-//! [`rescue_expired`] before each claim.
+//! taken over changes nothing. A heartbeat extends a held lease with
+//! [`heartbeat`]. A task whose lease expired is found by [`expired_leases`]
+//! and handed back by [`rescue`], which workers run on a timer.
 
 use chrono::{DateTime, Utc};
 use citadel_core::ids::{InvoiceId, MerchantId, TaskId};
@@ -131,10 +132,10 @@ pub(crate) async fn insert(
 ///
 /// 1. `heads` finds each active merchant with a claimable task and counts its
 ///    running tasks, which gives its room under `max_running_tasks`.
-/// 2. `ordered` gives each merchant with room a share of the batch (the
-///    batch size divided by the number of such merchants, rounded up, at most
-///    its room) and puts the merchants with the fewest running tasks first,
-///    then the one whose next task is the oldest.
+/// 2. `ordered` gives each merchant with room a share of the batch: the
+///    batch size divided by the number of such merchants, rounded up, and at
+///    most its room. It puts the merchants with the fewest running tasks
+///    first, then the one whose next task is the oldest.
 /// 3. `due` walks that list and locks up to each merchant's share of its
 ///    tasks, highest priority first, then oldest `run_at`, skipping rows that
 ///    another claimer has locked, and stops once the batch is full.
@@ -288,7 +289,7 @@ pub(crate) async fn explain_claim(
     Ok(lines.join("\n"))
 }
 
-/// The most tasks one call of [`rescue_expired`] hands back.
+/// The maximum number of tasks that one rescue hands back.
 const RESCUE_BATCH: i64 = 1000;
 
 /// Returns the ids of running tasks whose lease expired, oldest expiry
@@ -317,7 +318,7 @@ pub(crate) async fn expired_leases(
 ///
 /// The read that found `ids` may be stale by now, so the statement checks the
 /// status and the expiry again on the locked row. It waits for a worker that
-/// is finishing one of the tasks right now, and then sees the finished row,
+/// is finishing one of the tasks right now, and then reads the finished row,
 /// so a task completed in between stays completed. Rows are locked in id
 /// order, so two rescuers cannot deadlock.
 pub(crate) async fn rescue(

@@ -398,7 +398,7 @@ async fn single_task_beside_backlog_claimed_first_batch() {
 }
 
 #[tokio::test]
-async fn single_task_waits_at_most_one_claim_of_one() {
+async fn claim_alternates_merchants_at_batch_one() {
     let (store, _db) = setup().await;
     let busy = register(&store, "acct_busy").await;
     let quiet = register(&store, "acct_quiet").await;
