@@ -43,6 +43,7 @@ mod error;
 mod events;
 mod merchants;
 mod metrics;
+mod operator;
 mod recoveries;
 mod store;
 mod tasks;
