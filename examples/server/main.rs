@@ -7,7 +7,7 @@
 //! ```
 //!
 //! - `CITADEL_OPERATOR_TOKEN` (required, at least 16 bytes): the bearer token
-//!   that sees and changes every merchant's rows.
+//!   that can read and change every merchant's rows.
 //! - `STRIPE_WEBHOOK_SECRET`: the webhook signing secrets, comma-separated
 //!   during a rotation. Without it the webhook route answers 503.
 //! - `DATABASE_URL`: the PostgreSQL database, migrated at start. Without it
@@ -118,7 +118,7 @@ fn server_config() -> anyhow::Result<ServerConfig> {
         .map(Secret::new)
         .collect();
     if secrets.is_empty() {
-        eprintln!("STRIPE_WEBHOOK_SECRET not set: POST /api/webhooks/stripe answers 503");
+        eprintln!("STRIPE_WEBHOOK_SECRET not set: POST /api/webhooks/stripe returns 503");
     }
     Ok(ServerConfig::new(Secret::new(token)).webhook_secrets(secrets))
 }

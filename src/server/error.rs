@@ -1,5 +1,5 @@
 //! Error responses: one JSON shape, `{"error": {"code", "message"}}`, with
-//! the status that fits, and extractors that answer malformed input in it.
+//! the status that fits, and extractors that reject malformed input with it.
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
@@ -14,7 +14,7 @@ use citadel_core::store::StoreError;
 
 use super::views::{ErrorBody, ErrorDetail};
 
-/// An error answered to a client.
+/// An error response to a client.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -32,17 +32,18 @@ impl ApiError {
         }
     }
 
-    /// A 400 for input that cannot be used.
+    /// Creates a 400 error for input that cannot be used.
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
-    /// A 401 for a missing or unknown token.
+    /// Creates a 401 error for a missing or unknown token.
     pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    /// A 500 whose cause is logged here and not shown to the client.
+    /// Logs the cause and creates a 500 error that does not show it to the
+    /// client.
     pub(crate) fn internal(context: &'static str, error: &dyn std::error::Error) -> Self {
         tracing::error!(error = %citadel_core::error_chain(error), "{context}");
         Self::new(
@@ -62,7 +63,7 @@ impl ApiError {
         &self.message
     }
 
-    /// Answers an extractor's rejection: 413 and 415 keep their status, and
+    /// Converts an extractor's rejection: 413 and 415 keep their status, and
     /// every other malformed body or query is a 400.
     fn from_rejection(status: StatusCode, text: String) -> Self {
         match status {

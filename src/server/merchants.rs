@@ -31,7 +31,7 @@ pub(crate) struct MerchantQuery {
     after: Option<String>,
 }
 
-/// Lists merchants by id; a merchant token sees only its own.
+/// Lists merchants by id; a merchant token lists only its own.
 #[utoipa::path(
     get, path = "/api/merchants", tag = "merchants", params(MerchantQuery),
     security(("bearer" = [])),

@@ -2,7 +2,7 @@
 //! the Stripe webhook and an OpenAPI document, behind bearer tokens.
 //!
 //! [`router`] builds an [`axum::Router`] that an application serves as is or
-//! nests in its own; the `server` example serves it with workers in the same
+//! nests in its own. The `server` example serves it with workers in the same
 //! process. Routes (ids are integers):
 //!
 //! | route | who |
@@ -18,11 +18,11 @@
 //! | `GET /api/health`, `GET /api/openapi.json` | anyone |
 //! | `POST /api/webhooks/stripe` | Stripe's signature |
 //!
-//! A merchant token sees and changes only its own merchant's rows: another
-//! merchant's task or merchant id is answered 404, as a missing one is. The
-//! webhook answers 200 only after the event's transaction committed, so
-//! Stripe redelivers whatever was not, and 400 with nothing written when the
-//! signature is wrong.
+//! A merchant token can read and change only its own merchant's rows:
+//! another merchant's task or merchant id gets a 404 response, as a missing
+//! one does. The webhook returns 200 only after the event's transaction
+//! committed, so Stripe redelivers whatever was not, and 400 with nothing
+//! written when the signature is wrong.
 //!
 //! # Examples
 //!
@@ -90,7 +90,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Creates settings with the operator's bearer token, no webhook secret
-    /// (the webhook route then answers 503) and a 1 MiB body limit.
+    /// (the webhook route then returns 503) and a 1 MiB body limit.
     pub fn new(operator_token: Secret) -> Self {
         Self {
             operator_token,
@@ -106,8 +106,8 @@ impl ServerConfig {
         self
     }
 
-    /// Sets the maximum request body in bytes; a larger body is answered
-    /// 413. Default [`DEFAULT_BODY_LIMIT`].
+    /// Sets the maximum request body in bytes; a larger body gets a 413
+    /// response. Default [`DEFAULT_BODY_LIMIT`].
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
         self

@@ -196,8 +196,8 @@ pub(crate) async fn complete<S: Store, G: PaymentGateway>(
     Ok(Json(task.into()))
 }
 
-/// Reports whether the database answers, its schema is current, and how far
-/// behind the queue is. Needs no token.
+/// Reports whether the database is reachable and its schema is current, and
+/// how far behind the queue is. Needs no token.
 #[utoipa::path(
     get, path = "/api/health", tag = "health",
     responses(

@@ -23,7 +23,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-/// What failed and what to do.
+/// The failure and the next step.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable machine-readable code: `invalid_request`, `unauthorized`,
@@ -198,7 +198,7 @@ pub struct ActivityView {
     pub created_at: DateTime<Utc>,
     /// The merchant concerned.
     pub merchant_id: i64,
-    /// What happened, such as `retry_declined`.
+    /// The kind of event, such as `retry_declined`.
     pub kind: String,
     /// The task concerned.
     pub task_id: Option<i64>,
@@ -315,10 +315,10 @@ impl From<Dashboard> for DashboardView {
 /// The health of the server and its database.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HealthView {
-    /// `ok` when the database answers and its schema is current, else
+    /// `ok` when the database is reachable and its schema is current, else
     /// `unavailable`.
     pub status: String,
-    /// Whether the database answered.
+    /// Whether the database was reachable.
     pub database_reachable: bool,
     /// Whether every migration of this build is applied.
     pub migrations_current: bool,
@@ -352,7 +352,7 @@ impl From<Health> for HealthView {
     }
 }
 
-/// How the engine took a webhook event.
+/// The engine's outcome for a webhook event.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookResponse {
     /// `applied`, `duplicate` (recorded before), `ignored` (a type the
@@ -429,7 +429,7 @@ pub struct CompleteRequestBody {
     /// `completed`, `retry` (run again at `run_at`, now when absent) or
     /// `failed` (stop for good).
     pub outcome: String,
-    /// Why the run did not finish; required for `retry` and `failed`.
+    /// The reason the run did not finish; required for `retry` and `failed`.
     pub error: Option<String>,
     /// When to run again, for `retry`.
     pub run_at: Option<DateTime<Utc>>,

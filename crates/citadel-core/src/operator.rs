@@ -2,7 +2,7 @@
 //! management, the activity ledger, external workers and health checks.
 //!
 //! Every call goes through an [`Operator`], which pairs a store with the
-//! caller's [`Scope`]. [`Scope::Operator`] sees and changes every row.
+//! caller's [`Scope`]. [`Scope::Operator`] can read and change every row.
 //! [`Scope::Merchant`] sees only its own merchant's rows: a task or merchant
 //! of another merchant is reported as not found, exactly like a missing one,
 //! so a merchant cannot learn which ids exist. Lists are restricted in the
@@ -56,7 +56,7 @@ const MAX_NAME_LEN: usize = 200;
 /// The maximum number of retries a policy may schedule.
 const MAX_POLICY_RETRIES: usize = 100;
 
-/// The longest delay a policy may set between two retries: 366 days.
+/// The maximum delay a policy may set between two retries: 366 days.
 const MAX_POLICY_DELAY: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 60 * 60);
 
 /// Whose rows a caller may see and change.
@@ -100,7 +100,7 @@ pub enum OperatorError {
     /// The call is reserved to the operator.
     #[error("only the operator may {action}; use the operator token")]
     Forbidden {
-        /// What the caller tried to do, such as "create merchants".
+        /// The action the caller requested, such as "create merchants".
         action: &'static str,
     },
     /// The task's status does not allow the requested change.
@@ -110,7 +110,7 @@ pub enum OperatorError {
         id: TaskId,
         /// Its current status.
         status: TaskStatus,
-        /// What the caller can do instead.
+        /// The action the caller can take instead.
         hint: &'static str,
     },
     /// Another live task of the merchant has the same dedupe key.
@@ -134,7 +134,7 @@ pub enum OperatorError {
     InvalidInput {
         /// The field, such as `limit`.
         field: &'static str,
-        /// What is wrong and what to send instead.
+        /// The problem and the value to send instead.
         message: String,
     },
     /// The operating system's random source failed while generating a

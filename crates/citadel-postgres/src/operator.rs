@@ -153,7 +153,7 @@ async fn scoped_task(
 /// Sends a failed task back to pending, due now with no attempts used.
 ///
 /// The `NOT EXISTS` keeps the retried task from becoming a second live task
-/// with its dedupe key; a concurrent insert of the same key that commits in
+/// with its dedupe key. A concurrent insert of the same key that commits in
 /// between is caught by the unique index instead.
 pub(crate) async fn retry_failed_task(
     pool: &PgPool,
@@ -247,8 +247,8 @@ pub(crate) async fn delete_completed(
 /// Claims due tasks of one active merchant, like the main claim.
 ///
 /// NOTE: this repeats the main claim statement with a merchant condition
-/// added; a change to one (such as fairness across merchants) must be made
-/// to both.
+/// added, so a change to one (such as fairness across merchants) must be
+/// made to both.
 pub(crate) async fn claim_merchant_tasks(
     pool: &PgPool,
     request: &ClaimRequest,

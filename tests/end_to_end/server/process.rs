@@ -88,7 +88,7 @@ fn start_server(database_url: &str) -> (Child, String) {
     (child, address)
 }
 
-/// A failed-invoice event of the Alpha account with its own ids.
+/// Builds a failed-invoice event of the Alpha account with ids of its own.
 fn failed_invoice_event(n: usize) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/data/events/01-soft-decline-payment-failed.json");

@@ -11,7 +11,8 @@ use citadel::stripe::webhook::sign;
 
 use super::helpers::{Api, OPERATOR, WEBHOOK_SECRET, error_code};
 
-/// A failed invoice of the Alpha account, built from Stripe's fixtures.
+/// Reads a failed-invoice event of the Alpha account, built from Stripe's
+/// fixtures.
 fn soft_decline_event() -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/data/events/01-soft-decline-payment-failed.json");

@@ -1,5 +1,5 @@
-//! Health: whether the database answers, whether its schema is current, and
-//! how far behind the queue is.
+//! Health: whether the database is reachable, whether its schema is current,
+//! and how far behind the queue is.
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -10,10 +10,10 @@ use crate::store::Store;
 /// The health of a Citadel deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
-    /// Whether the database answered.
+    /// Whether the database was reachable.
     pub database_reachable: bool,
     /// Whether every migration this build embeds is applied; `false` also
-    /// when the database did not answer.
+    /// when the database was unreachable.
     pub migrations_current: bool,
     /// The versions of the embedded migrations the database has not applied.
     pub pending_migrations: Vec<i64>,
@@ -27,15 +27,16 @@ pub struct Health {
 }
 
 impl Health {
-    /// Returns whether the database answers and its schema is current.
+    /// Returns whether the database is reachable and its schema is current.
     pub fn is_healthy(&self) -> bool {
         self.database_reachable && self.migrations_current
     }
 }
 
 impl<S: Store> Operator<'_, S> {
-    /// Checks the store; never fails, because a failed check is part of the
-    /// answer. Open to every scope: it shows no merchant's rows.
+    /// Checks the store. It returns no error, because a failed check is part
+    /// of the result, and it reads no merchant's rows, so every scope may
+    /// call it.
     pub async fn health(&self) -> Health {
         let mut health = Health {
             database_reachable: false,

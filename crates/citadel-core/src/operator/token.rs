@@ -3,8 +3,8 @@
 //! A token is 32 bytes from the operating system's random source, written as
 //! `citadel_mt_` and 64 hex digits. The store keeps only its SHA-256 digest.
 //! An unsalted fast hash is enough here because the token has 256 bits of
-//! entropy: nobody can guess it or search for it from the digest, unlike a
-//! password, which needs a slow salted hash.
+//! entropy, so it cannot be guessed or found from the digest by search.
+//! A password, with far less entropy, would need a slow salted hash instead.
 
 use std::fmt;
 

@@ -17,10 +17,10 @@ use crate::task::{Lease, Task, TaskStatus, TaskUpdate};
 /// The maximum number of tasks one external claim may take.
 pub const MAX_CLAIM_LIMIT: u32 = 100;
 
-/// The longest lease an external claim may request: one hour.
+/// The maximum lease an external claim may request: one hour.
 pub const MAX_LEASE: Duration = Duration::from_secs(60 * 60);
 
-/// How an external worker's run of a task ended.
+/// The outcome of an external worker's run of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum WorkerOutcome {
@@ -28,14 +28,14 @@ pub enum WorkerOutcome {
     Completed,
     /// Run the task again at `run_at` (now when absent), after `error`.
     Retry {
-        /// Why the run did not finish.
+        /// The reason the run did not finish.
         error: String,
         /// When the task becomes due again.
         run_at: Option<DateTime<Utc>>,
     },
     /// The task stops for good with `error`.
     Failed {
-        /// Why the task stopped.
+        /// The reason the task stopped.
         error: String,
     },
 }
@@ -45,7 +45,7 @@ pub enum WorkerOutcome {
 pub struct CompleteRequest {
     /// The lease token the claim returned.
     pub lease_token: Uuid,
-    /// How the run ended.
+    /// The run's outcome.
     #[serde(flatten)]
     pub outcome: WorkerOutcome,
 }
