@@ -43,6 +43,9 @@ pub use citadel_core as core;
 pub use citadel_postgres as postgres;
 pub use citadel_stripe as stripe;
 
+#[cfg(feature = "server")]
+pub mod server;
+
 /// Compiles the README's Rust examples as doctests, so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -316,3 +316,7 @@ fn recover_example_names_non_event_files() {
     assert_eq!(report["events_rejected"], 3);
     assert_eq!(report["recovered_count"], 1);
 }
+
+#[cfg(feature = "server")]
+#[path = "end_to_end/server/mod.rs"]
+mod server;

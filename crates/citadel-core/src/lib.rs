@@ -29,6 +29,7 @@ pub mod ids;
 pub mod merchant;
 pub mod metrics;
 pub mod money;
+pub mod operator;
 pub mod payment;
 pub mod policy;
 pub mod queue;

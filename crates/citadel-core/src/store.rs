@@ -18,6 +18,8 @@ use crate::ids::{AccountId, EventId, InvoiceId, MerchantId, SubscriptionId, Task
 use crate::merchant::{Merchant, NewMerchant};
 use crate::metrics::{DailyMetrics, MetricsDelta};
 use crate::queue::{PruneReport, Retention, TaskWakeups, WorkerInfo};
+use crate::operator::MerchantUpdate;
+use crate::operator::token::TokenHash;
 use crate::recovery::Recovery;
 use crate::task::{Lease, NewTask, Task, TaskKind, TaskStatus, TaskUpdate};
 
@@ -263,6 +265,81 @@ pub trait Store: Send + Sync + 'static {
     /// `retention`, in statements of at most `retention.batch_size` rows,
     /// until none is left. Returns how many rows it deleted.
     async fn prune(&self, retention: &Retention) -> Result<PruneReport, StoreError>;
+
+    // Operator API: the reads and changes behind `crate::operator`. A
+    // `merchant` argument of `Some` restricts the statement to that
+    // merchant's rows, and `None` covers every merchant.
+
+    /// Counts tasks per status, of one merchant or of all.
+    async fn task_counts_of(&self, merchant: Option<MerchantId>) -> Result<TaskCounts, StoreError>;
+
+    /// Lists at most `limit` merchants by id, starting after `after`.
+    async fn list_merchants_page(
+        &self,
+        after: Option<MerchantId>,
+        limit: u32,
+    ) -> Result<Vec<Merchant>, StoreError>;
+
+    /// Registers a merchant and stores the hash of its API token, in one
+    /// transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::DuplicateAccount`] when the account is already
+    /// registered.
+    async fn create_merchant_with_token(
+        &self,
+        merchant: &NewMerchant,
+        token_hash: &TokenHash,
+    ) -> Result<Merchant, StoreError>;
+
+    /// Returns the merchant whose API token has this hash.
+    async fn merchant_by_token(
+        &self,
+        token_hash: &TokenHash,
+    ) -> Result<Option<Merchant>, StoreError>;
+
+    /// Changes a merchant's policy and status; returns `None` when no
+    /// merchant has this id.
+    async fn update_merchant(
+        &self,
+        id: MerchantId,
+        update: &MerchantUpdate,
+    ) -> Result<Option<Merchant>, StoreError>;
+
+    /// Sends a failed task back to pending, due now, with its attempts reset
+    /// to zero.
+    async fn retry_failed_task(
+        &self,
+        id: TaskId,
+        merchant: Option<MerchantId>,
+    ) -> Result<TaskChange, StoreError>;
+
+    /// Deletes a task that is not running.
+    async fn delete_task(
+        &self,
+        id: TaskId,
+        merchant: Option<MerchantId>,
+    ) -> Result<TaskChange, StoreError>;
+
+    /// Deletes completed tasks; returns how many.
+    async fn delete_completed_tasks(&self, merchant: Option<MerchantId>)
+    -> Result<u64, StoreError>;
+
+    /// Claims due tasks like [`Store::claim_tasks`], of one merchant only.
+    async fn claim_merchant_tasks(
+        &self,
+        request: &ClaimRequest,
+        merchant: MerchantId,
+    ) -> Result<Vec<Task>, StoreError>;
+
+    /// Returns the versions of the migrations this store embeds that the
+    /// database has not applied.
+    async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError>;
+
+    /// Returns the earliest `run_at` of a pending task that is due now, of
+    /// any kind and any merchant.
+    async fn oldest_due_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 
 /// One transaction. Dropping it without [`StoreTx::commit`] rolls it back.
@@ -378,4 +455,22 @@ pub trait StoreTx: Send {
 /// merchant's day is the UTC day.
 pub fn metrics_day(now: DateTime<Utc>) -> NaiveDate {
     now.date_naive()
+}
+
+// Operator API
+
+/// The result of a store change to one task that the task's status may
+/// prevent.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TaskChange {
+    /// The change was made; the task as it is now, or as it was before a
+    /// delete.
+    Changed(Box<Task>),
+    /// No task with this id exists within the merchant restriction.
+    NotFound,
+    /// The task's status does not allow the change.
+    WrongStatus(TaskStatus),
+    /// Retrying the task would make a second live task with its dedupe key.
+    DuplicateDedupeKey(String),
 }

@@ -45,6 +45,7 @@ mod listen;
 mod merchants;
 mod metrics;
 mod prune;
+mod operator;
 mod recoveries;
 mod store;
 mod tasks;

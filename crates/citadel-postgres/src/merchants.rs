@@ -21,7 +21,7 @@ const PLATFORM_KEY: &str = "merchants_platform_account_key";
 
 /// A `merchants` row as stored.
 #[derive(Debug, sqlx::FromRow)]
-struct MerchantRow {
+pub(crate) struct MerchantRow {
     id: i64,
     name: String,
     account_id: Option<String>,

@@ -8,9 +8,13 @@ use citadel_core::activity::{Activity, ActivityFilter};
 use citadel_core::ids::{AccountId, InvoiceId, MerchantId, TaskId};
 use citadel_core::merchant::{Merchant, NewMerchant};
 use citadel_core::metrics::DailyMetrics;
+use citadel_core::operator::MerchantUpdate;
+use citadel_core::operator::token::TokenHash;
 use citadel_core::queue::{PruneReport, Retention, TaskWakeups, WorkerInfo};
 use citadel_core::recovery::Recovery;
-use citadel_core::store::{ClaimRequest, Store, StoreError, StoreTx, TaskCounts, TaskFilter};
+use citadel_core::store::{
+    ClaimRequest, Store, StoreError, StoreTx, TaskChange, TaskCounts, TaskFilter,
+};
 use citadel_core::task::{Lease, Task, TaskKind};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -19,7 +23,7 @@ use uuid::Uuid;
 use crate::error::{PgError, database, redact_url};
 use crate::listen::PgWakeups;
 use crate::tx::PgTx;
-use crate::{activity, merchants, metrics, prune, recoveries, tasks, workers};
+use crate::{activity, merchants, metrics, operator, prune, recoveries, tasks, workers};
 
 /// The migrations in this crate's `migrations/` folder, embedded at compile
 /// time.
@@ -261,5 +265,81 @@ impl Store for PgStore {
 
     async fn prune(&self, retention: &Retention) -> Result<PruneReport, StoreError> {
         prune::prune(&self.pool, retention).await
+    }
+
+    // Operator API
+
+    async fn task_counts_of(&self, merchant: Option<MerchantId>) -> Result<TaskCounts, StoreError> {
+        operator::task_counts_of(&self.pool, merchant).await
+    }
+
+    async fn list_merchants_page(
+        &self,
+        after: Option<MerchantId>,
+        limit: u32,
+    ) -> Result<Vec<Merchant>, StoreError> {
+        operator::list_merchants_page(&self.pool, after, limit).await
+    }
+
+    async fn create_merchant_with_token(
+        &self,
+        merchant: &NewMerchant,
+        token_hash: &TokenHash,
+    ) -> Result<Merchant, StoreError> {
+        operator::create_merchant_with_token(&self.pool, merchant, token_hash).await
+    }
+
+    async fn merchant_by_token(
+        &self,
+        token_hash: &TokenHash,
+    ) -> Result<Option<Merchant>, StoreError> {
+        operator::merchant_by_token(&self.pool, token_hash).await
+    }
+
+    async fn update_merchant(
+        &self,
+        id: MerchantId,
+        update: &MerchantUpdate,
+    ) -> Result<Option<Merchant>, StoreError> {
+        operator::update_merchant(&self.pool, id, update).await
+    }
+
+    async fn retry_failed_task(
+        &self,
+        id: TaskId,
+        merchant: Option<MerchantId>,
+    ) -> Result<TaskChange, StoreError> {
+        operator::retry_failed_task(&self.pool, id, merchant).await
+    }
+
+    async fn delete_task(
+        &self,
+        id: TaskId,
+        merchant: Option<MerchantId>,
+    ) -> Result<TaskChange, StoreError> {
+        operator::delete_task(&self.pool, id, merchant).await
+    }
+
+    async fn delete_completed_tasks(
+        &self,
+        merchant: Option<MerchantId>,
+    ) -> Result<u64, StoreError> {
+        operator::delete_completed(&self.pool, merchant).await
+    }
+
+    async fn claim_merchant_tasks(
+        &self,
+        request: &ClaimRequest,
+        merchant: MerchantId,
+    ) -> Result<Vec<Task>, StoreError> {
+        operator::claim_merchant_tasks(&self.pool, request, merchant).await
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        operator::pending_migrations(&self.pool).await
+    }
+
+    async fn oldest_due_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        operator::oldest_due_run_at(&self.pool).await
     }
 }

@@ -21,7 +21,7 @@ const TABLE: &str = "scheduled_tasks";
 
 /// A `scheduled_tasks` row as stored.
 #[derive(Debug, sqlx::FromRow)]
-struct TaskRow {
+pub(crate) struct TaskRow {
     id: i64,
     merchant_id: i64,
     kind: String,
@@ -91,7 +91,7 @@ impl TryFrom<TaskRow> for Task {
     }
 }
 
-fn into_tasks(rows: Vec<TaskRow>) -> Result<Vec<Task>, StoreError> {
+pub(crate) fn into_tasks(rows: Vec<TaskRow>) -> Result<Vec<Task>, StoreError> {
     rows.into_iter().map(Task::try_from).collect()
 }
 
@@ -558,7 +558,11 @@ pub(crate) async fn counts(executor: impl PgExecutor<'_>) -> Result<TaskCounts, 
         .fetch_all(executor)
         .await
         .map_err(database("counting tasks"))?;
+    counts_from_rows(rows)
+}
 
+/// Builds the counts from `(status, count)` rows.
+pub(crate) fn counts_from_rows(rows: Vec<(String, i64)>) -> Result<TaskCounts, StoreError> {
     let mut counts = TaskCounts::default();
     for (status, count) in rows {
         let status: TaskStatus = status
