@@ -93,7 +93,7 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
     pub async fn run_batch(&self) -> Result<BatchReport, EngineError> {
         let request = ClaimRequest {
             worker_id: self.config.worker_id.clone(),
-            kinds: vec![TaskKind::retry_payment()],
+            kinds: claimed_kinds(),
             limit: self.config.batch_size,
             lease_duration: self.config.lease_duration,
         };
@@ -135,7 +135,7 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
         Ok(report)
     }
 
-    /// Runs batches until no retry task is pending and no task of any kind
+    /// Runs batches until no retry or final action task is pending and no task of any kind
     /// is running, sleeping until the next task is due (at most
     /// `poll_interval` at a time). For demos and tests; services call
     /// [`Worker::run`].
@@ -152,7 +152,7 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
                 continue;
             }
             let counts = self.engine.store().task_counts().await?;
-            let kinds = [TaskKind::retry_payment()];
+            let kinds = awaited_kinds();
             let Some(next) = self.engine.store().next_run_at(&kinds).await? else {
                 if counts.running == 0 {
                     return Ok(total);
@@ -216,4 +216,24 @@ fn add(total: &mut BatchReport, report: &BatchReport) {
     total.retried += report.retried;
     total.failed += report.failed;
     total.abandoned += report.abandoned;
+}
+
+/// Returns the task kinds a worker claims: retries, final actions and the
+/// close of recoveries whose window ended.
+fn claimed_kinds() -> Vec<TaskKind> {
+    vec![
+        TaskKind::retry_payment(),
+        TaskKind::new(TaskKind::FINAL_ACTION),
+        TaskKind::new(TaskKind::CLOSE_RECOVERY),
+    ]
+}
+
+/// Returns the task kinds `run_until_idle` waits for. A close task is due
+/// only when a recovery's window ends, days or weeks away, so an idle run
+/// does not wait for it; a running worker claims it when due.
+fn awaited_kinds() -> [TaskKind; 2] {
+    [
+        TaskKind::retry_payment(),
+        TaskKind::new(TaskKind::FINAL_ACTION),
+    ]
 }
