@@ -1,7 +1,7 @@
 //! Scenarios of the recovery policy on a real PostgreSQL with the Stripe
-//! stand-in: retry hours in merchants' time zones, the card cap across
-//! merchants, the final action on the connected account, passive mode, and
-//! the end of a recovery that no retry can pay.
+//! stand-in. They cover retry hours in merchants' time zones, the card cap
+//! across merchants, the final action on the connected account, passive
+//! mode, and the end of a recovery that no retry can pay.
 
 use std::sync::Arc;
 use std::time::Duration;

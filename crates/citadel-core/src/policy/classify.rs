@@ -7,8 +7,8 @@
 //! 1. a fraud outcome from `charge.outcome`: Radar blocked the charge
 //!    (`outcome.type` `blocked`) or rated it `highest` risk;
 //! 2. an instruction never to try the card again: Stripe's advice code
-//!    `do_not_try_again`, or a Mastercard merchant advice code that says so
-//!    (`03`, `21`);
+//!    `do_not_try_again`, or the Mastercard merchant advice codes `03` (do
+//!    not try again) and `21` (payment cancelled);
 //! 3. the codes (`decline_code`, then `code`) against [`NEVER_RETRY_CODES`],
 //!    then the merchant's own lists ([`DeclineOverrides`]), then
 //!    [`RETRY_CODES`] and [`CONFIGURABLE_CODES`];
@@ -23,13 +23,13 @@ use serde::{Deserialize, Serialize};
 use crate::payment::Decline;
 
 /// Decline codes that are never retried automatically, whatever the
-/// merchant's policy says.
+/// merchant's policy lists.
 ///
-/// Stripe's decline code reference tells the customer to use another card or
-/// contact the issuer for each of them, and Visa's reattempt rules put the
-/// issuer answers behind them (lost, stolen, pick up, invalid account,
-/// revoked authorization) in the category that the issuer will never
-/// approve. `fraudulent`, `merchant_blacklist` and `highest_risk_level` are
+/// Visa's reattempt rules put the issuer answers behind most of them (lost,
+/// stolen, pick up, invalid account, not permitted, revoked authorization)
+/// in decline category 1, which must never be retried.
+/// `authentication_required` needs the customer, so no off-session retry
+/// can pass. `fraudulent`, `merchant_blacklist` and `highest_risk_level` are
 /// fraud outcomes.
 pub const NEVER_RETRY_CODES: &[&str] = &[
     "stolen_card",
@@ -62,7 +62,7 @@ pub const RETRY_CODES: &[&str] = &[
 /// Decline codes whose treatment each merchant chooses: retried unless the
 /// merchant lists them in [`DeclineOverrides::never_retry`].
 ///
-/// `do_not_honor` is the issuer's answer without a reason, and often
+/// `do_not_honor` is a decline without a reason from the issuer, and often
 /// clears. An `expired_card` can be paid after Stripe's card account
 /// updater fetches the new expiry date, but otherwise fails every time.
 pub const CONFIGURABLE_CODES: &[&str] = &["do_not_honor", "expired_card"];

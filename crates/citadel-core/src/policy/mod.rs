@@ -78,8 +78,8 @@ pub const WINDOW_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "PolicyJson")]
 pub struct RecoveryPolicy {
-    /// When each retry runs. Default: 8 tries spread over 2 weeks, Stripe's
-    /// recommendation for Smart Retries.
+    /// When each retry runs. Default: 8 tries spread over 2 weeks (Smart
+    /// Retries make at most 8).
     pub schedule: Schedule,
     /// The local hour (0 to 23, in the merchant's time zone) at which
     /// retries run, or `None` to run each at its nominal time. Default:

@@ -14,10 +14,11 @@ use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-/// Stripe's recommended number of retries: 8.
+/// The default number of retries: 8, the most that Stripe's Smart Retries
+/// make.
 pub const DEFAULT_TRIES: u32 = 8;
 
-/// Stripe's recommended window for them: 2 weeks.
+/// The default window for them: 2 weeks.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// When the retries of a recovery run, before the preferred hour is applied.
@@ -40,7 +41,7 @@ pub enum Schedule {
 }
 
 impl Default for Schedule {
-    /// Stripe's recommendation for Smart Retries: 8 tries within 2 weeks.
+    /// 8 tries within 2 weeks: as many tries as Stripe's Smart Retries make.
     fn default() -> Self {
         Schedule::Spread {
             tries: DEFAULT_TRIES,
