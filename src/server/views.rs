@@ -150,7 +150,8 @@ pub struct MerchantView {
     pub account_id: Option<String>,
     /// `active`, or `paused` while its tasks are not claimed.
     pub status: String,
-    /// The recovery policy: `retry_delays` in seconds, and `final_action`.
+    /// The recovery policy: `schedule`, `retry_hour`, `declines`, `passive`
+    /// and `final_action`, as docs/recovery-policy.md describes.
     #[schema(value_type = Object)]
     pub policy: RecoveryPolicy,
     /// An IANA time zone name.

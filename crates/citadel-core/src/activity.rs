@@ -25,7 +25,8 @@ pub enum ActivityKind {
     RetryScheduled,
     /// A retry was made and declined.
     RetryDeclined,
-    /// A scheduled retry was not made because the recovery had ended.
+    /// A retry was not made or not scheduled: the recovery had ended, or the
+    /// merchant is in passive mode.
     RetrySkipped,
     /// A retry started a payment that has not settled yet.
     PaymentProcessing,
@@ -39,11 +40,17 @@ pub enum ActivityKind {
     TaskRescheduled,
     /// A task failed for good.
     TaskFailed,
+    /// A retry was moved later because the card reached its network cap.
+    RetryPostponed,
+    /// The merchant's final action was scheduled, or not taken and why.
+    FinalActionScheduled,
+    /// The merchant's final action was done on the connected account.
+    FinalActionTaken,
 }
 
 impl ActivityKind {
     /// Every kind.
-    pub const ALL: [ActivityKind; 12] = [
+    pub const ALL: [ActivityKind; 15] = [
         ActivityKind::EventNoted,
         ActivityKind::RecoveryOpened,
         ActivityKind::DeclineRecorded,
@@ -56,6 +63,9 @@ impl ActivityKind {
         ActivityKind::TasksCancelled,
         ActivityKind::TaskRescheduled,
         ActivityKind::TaskFailed,
+        ActivityKind::RetryPostponed,
+        ActivityKind::FinalActionScheduled,
+        ActivityKind::FinalActionTaken,
     ];
 
     /// Returns the name stored in the database.
@@ -73,6 +83,9 @@ impl ActivityKind {
             ActivityKind::TasksCancelled => "tasks_cancelled",
             ActivityKind::TaskRescheduled => "task_rescheduled",
             ActivityKind::TaskFailed => "task_failed",
+            ActivityKind::RetryPostponed => "retry_postponed",
+            ActivityKind::FinalActionScheduled => "final_action_scheduled",
+            ActivityKind::FinalActionTaken => "final_action_taken",
         }
     }
 }

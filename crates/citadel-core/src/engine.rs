@@ -7,6 +7,7 @@
 //! outside any transaction, then writes the task's new state, the recovery,
 //! the metrics and the activity together under the task's lease.
 
+mod closing;
 mod intake;
 mod retry;
 
@@ -16,9 +17,11 @@ use tracing::{Instrument, info_span};
 use crate::event::{Event, EventKind};
 use crate::ids::{AccountId, MerchantId, TaskId};
 use crate::payment::PaymentGateway;
+use crate::policy::CardCap;
 use crate::store::{EventRecord, Store, StoreError};
-use crate::task::{InvalidTransition, Task};
+use crate::task::{InvalidTransition, Task, TaskKind};
 
+pub use closing::{CloseRecoveryPayload, FinalActionPayload};
 pub use retry::TaskResult;
 
 /// An error from the engine. Every variant is an infrastructure failure or a
@@ -75,12 +78,29 @@ pub enum IntakeOutcome {
 pub struct Engine<S, G> {
     store: S,
     gateway: G,
+    card_cap: CardCap,
 }
 
 impl<S: Store, G: PaymentGateway> Engine<S, G> {
-    /// Creates an engine.
+    /// Creates an engine with the default card cap of
+    /// [`CardCap::default`]: 15 attempts per card in 30 days.
     pub fn new(store: S, gateway: G) -> Self {
-        Self { store, gateway }
+        Self {
+            store,
+            gateway,
+            card_cap: CardCap::default(),
+        }
+    }
+
+    /// Sets the cap on attempts per card, counted across all merchants.
+    pub fn with_card_cap(mut self, card_cap: CardCap) -> Self {
+        self.card_cap = card_cap;
+        self
+    }
+
+    /// Returns the cap on attempts per card.
+    pub fn card_cap(&self) -> CardCap {
+        self.card_cap
     }
 
     /// Returns the store.
@@ -169,7 +189,9 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
         }
     }
 
-    /// Runs one claimed task and records its outcome under its lease.
+    /// Runs one claimed task (a retry, a final action or the close of a
+    /// recovery whose window ended) and records its outcome under its
+    /// lease.
     ///
     /// # Errors
     ///
@@ -186,6 +208,10 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
             merchant.id = task.merchant_id.get(),
             invoice.id = tracing::field::Empty,
         );
-        retry::run(self, task).instrument(span).await
+        match task.kind.as_str() {
+            TaskKind::FINAL_ACTION => closing::run_final_action(self, task).instrument(span).await,
+            TaskKind::CLOSE_RECOVERY => closing::run_close(self, task).instrument(span).await,
+            _ => retry::run(self, task).instrument(span).await,
+        }
     }
 }

@@ -42,6 +42,9 @@ pub mod worker;
 /// The attribute macro the store and gateway traits are written with;
 /// implement [`payment::PaymentGateway`] or [`store::Store`] under it.
 pub use async_trait::async_trait;
+/// The IANA time zone database the policy computes retry hours with, so
+/// callers can build a [`policy::RetryClock`] without a second copy.
+pub use chrono_tz;
 pub use engine::{Engine, EngineError, IntakeOutcome};
 pub use secret::Secret;
 pub use worker::{TaskHandler, Wakeup, Worker, WorkerConfig};

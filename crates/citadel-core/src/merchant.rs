@@ -7,10 +7,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, MerchantId};
-use crate::policy::RecoveryPolicy;
+use crate::policy::{InvalidPolicy, RecoveryPolicy, UnknownTimeZone, parse_time_zone};
 
 /// Whether a merchant's tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -74,6 +75,18 @@ pub struct Merchant {
     pub created_at: DateTime<Utc>,
 }
 
+impl Merchant {
+    /// Returns the merchant's time zone, or UTC when the stored name is not
+    /// an IANA zone (registration checks it, so only a row edited by hand
+    /// has one).
+    pub fn parsed_time_zone(&self) -> Tz {
+        parse_time_zone(&self.time_zone).unwrap_or_else(|error| {
+            tracing::warn!(merchant.id = self.id.get(), "{error}; using UTC");
+            Tz::UTC
+        })
+    }
+}
+
 /// A merchant to register.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewMerchant {
@@ -96,5 +109,30 @@ impl NewMerchant {
             policy: RecoveryPolicy::default(),
             time_zone: "UTC".to_owned(),
         }
+    }
+}
+
+/// An error returned for a merchant that cannot be registered as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidMerchant {
+    /// The time zone is not an IANA name.
+    #[error(transparent)]
+    TimeZone(#[from] UnknownTimeZone),
+    /// The policy has an invalid value.
+    #[error(transparent)]
+    Policy(#[from] InvalidPolicy),
+}
+
+impl NewMerchant {
+    /// Checks the time zone name and the policy.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMerchant`] naming the value to fix.
+    pub fn validate(&self) -> Result<(), InvalidMerchant> {
+        parse_time_zone(&self.time_zone)?;
+        self.policy.validate()?;
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, InvoiceId};
+use crate::ids::{AccountId, InvoiceId, SubscriptionId};
 use crate::money::Money;
 
 /// The reasons a card issuer or Stripe gave for a declined payment.
@@ -23,6 +23,50 @@ pub struct Decline {
     pub advice_code: Option<String>,
     /// Stripe's human-readable message, which contains no card details.
     pub message: Option<String>,
+    /// The card network's own advice code (`network_advice_code`), such as
+    /// Mastercard's merchant advice code `03`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_advice_code: Option<String>,
+    /// Radar's verdict on the charge (`charge.outcome.type`), such as
+    /// `issuer_declined` or `blocked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_type: Option<String>,
+    /// Radar's risk level of the charge (`charge.outcome.risk_level`):
+    /// `normal`, `elevated` or `highest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_level: Option<String>,
+    /// The fingerprint of the card that was declined. Never serialized, so
+    /// it stays out of the activity ledger and the stored decline.
+    #[serde(skip)]
+    pub card_fingerprint: Option<CardFingerprint>,
+}
+
+/// Stripe's fingerprint of a card number (`card.fingerprint`): the same for
+/// one card on every account of a platform, so it identifies the card for
+/// the network caps.
+///
+/// It is a card detail: `Debug` prints `CardFingerprint(..)`, and it has no
+/// `Display` or `Serialize`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CardFingerprint(String);
+
+impl CardFingerprint {
+    /// Wraps a fingerprint; `None` when it is empty.
+    pub fn new(fingerprint: impl Into<String>) -> Option<Self> {
+        let fingerprint = fingerprint.into();
+        (!fingerprint.trim().is_empty()).then_some(Self(fingerprint))
+    }
+
+    /// Returns the fingerprint, for storage. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CardFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardFingerprint(..)")
+    }
 }
 
 impl Decline {
@@ -130,10 +174,68 @@ pub enum PaymentOutcome {
     },
 }
 
-/// Pays invoices on connected accounts.
+/// A change Citadel makes on a connected account after a recovery's
+/// schedule is used up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountAction {
+    /// `POST /v1/invoices/{id}/mark_uncollectible`.
+    MarkUncollectible {
+        /// The invoice.
+        invoice: InvoiceId,
+    },
+    /// `DELETE /v1/subscriptions/{id}`.
+    CancelSubscription {
+        /// The subscription.
+        subscription: SubscriptionId,
+    },
+}
+
+/// A request to run an [`AccountAction`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalActionRequest {
+    /// The connected account, or `None` for the platform's own account.
+    pub account: Option<AccountId>,
+    /// What to do.
+    pub action: AccountAction,
+    /// The key that makes the request safe to repeat.
+    pub idempotency_key: IdempotencyKey,
+}
+
+/// The result of a [`FinalActionRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ActionOutcome {
+    /// Stripe made the change.
+    Done,
+    /// Stripe returned HTTP 429, so try again after the wait.
+    RateLimited {
+        /// The wait Stripe asked for, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The request may not have reached Stripe, or Stripe failed. Retry with
+    /// the same idempotency key.
+    Transient {
+        /// The error description.
+        message: String,
+    },
+    /// Stripe rejected the request (the invoice is already paid, the
+    /// subscription is gone, a permission is missing): retrying cannot help.
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// Stripe's error message.
+        message: String,
+    },
+}
+
+/// Pays invoices on connected accounts, and runs the final action of a
+/// recovery there.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Attempts to pay the invoice, returning how it went.
     async fn pay_invoice(&self, request: &PayInvoice) -> PaymentOutcome;
+
+    /// Runs a final action on the connected account, returning how it went.
+    async fn run_final_action(&self, request: &FinalActionRequest) -> ActionOutcome;
 }

@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::activity::{Activity, ActivityFilter, NewActivity};
 use crate::event::{Event, EventKind};
 use crate::ids::{AccountId, EventId, InvoiceId, MerchantId, SubscriptionId, TaskId};
-use crate::merchant::{Merchant, NewMerchant};
+use crate::merchant::{InvalidMerchant, Merchant, NewMerchant};
 use crate::metrics::{DailyMetrics, MetricsDelta};
 use crate::queue::{PruneReport, Retention, TaskWakeups, WorkerInfo};
 use crate::operator::MerchantUpdate;
 use crate::operator::token::TokenHash;
+use crate::payment::CardFingerprint;
 use crate::recovery::Recovery;
 use crate::task::{Lease, NewTask, Task, TaskKind, TaskStatus, TaskUpdate};
 
@@ -52,6 +53,25 @@ pub enum StoreError {
         /// The problem found.
         message: String,
     },
+    /// A merchant to register has an invalid time zone or policy.
+    #[error(transparent)]
+    InvalidMerchant(#[from] InvalidMerchant),
+}
+
+/// One payment attempt on a card, counted for the card network caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardAttempt {
+    /// The card.
+    pub fingerprint: CardFingerprint,
+    /// The merchant that made or saw the attempt.
+    pub merchant_id: MerchantId,
+    /// The invoice it paid.
+    pub invoice_id: InvoiceId,
+    /// A key unique to the attempt, so recording it again is a no-op: the
+    /// retry's idempotency key, or `event:` and the Stripe event id.
+    pub attempt_key: String,
+    /// When the attempt was made.
+    pub attempted_at: DateTime<Utc>,
 }
 
 /// A request to claim due tasks.
@@ -447,6 +467,39 @@ pub trait StoreTx: Send {
 
     /// Commits the transaction.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+
+    // Recovery policy: card network caps.
+
+    /// Stores the fingerprint of the card an invoice's payments use.
+    async fn set_recovery_card(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+        fingerprint: &CardFingerprint,
+    ) -> Result<(), StoreError>;
+
+    /// Returns the fingerprint of the card an invoice's payments use, once a
+    /// decline carried it.
+    async fn recovery_card(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<Option<CardFingerprint>, StoreError>;
+
+    /// Serializes the cap check of one card across all merchants: waits
+    /// until no other transaction holds the card's lock, and holds it until
+    /// this transaction ends.
+    async fn lock_card(&mut self, fingerprint: &CardFingerprint) -> Result<(), StoreError>;
+
+    /// Lists the card's attempts after `since`, oldest first.
+    async fn card_attempts_since(
+        &mut self,
+        fingerprint: &CardFingerprint,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<CardAttempt>, StoreError>;
+
+    /// Records an attempt; returns `false` when its key was recorded before.
+    async fn insert_card_attempt(&mut self, attempt: &CardAttempt) -> Result<bool, StoreError>;
 }
 
 /// Returns the day a metric counts on.

@@ -182,6 +182,15 @@ impl TaskKind {
         Self::new(Self::RETRY_PAYMENT)
     }
 
+    /// The kind of the task that runs a merchant's final action (mark the
+    /// invoice uncollectible, cancel the subscription) on the connected
+    /// account.
+    pub const FINAL_ACTION: &'static str = "final_action";
+
+    /// The kind of the task that closes a recovery still open when its
+    /// window ends.
+    pub const CLOSE_RECOVERY: &'static str = "close_recovery";
+
     /// Returns the kind's name.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -217,7 +217,7 @@ impl<H: TaskHandler> Worker<H> {
     /// [`EngineError::Store`] when the store fails.
     pub async fn run_until_idle(&self) -> Result<BatchReport, EngineError> {
         let store = self.handler.store();
-        let kinds = self.handler.kinds();
+        let kinds = self.handler.idle_kinds();
         let mut total = BatchReport::default();
         loop {
             let report = self.run_batch().await?;
@@ -521,3 +521,4 @@ fn add(total: &mut BatchReport, report: &BatchReport) {
     total.abandoned += report.abandoned;
     total.released += report.released;
 }
+

@@ -160,7 +160,10 @@ pub(crate) async fn lock_subscription(
 /// Waits for and takes the advisory lock named by `key` until the
 /// transaction ends. Two keys can hash alike, which only makes unrelated
 /// events wait for each other.
-async fn advisory_lock(executor: impl PgExecutor<'_>, key: String) -> Result<(), StoreError> {
+pub(crate) async fn advisory_lock(
+    executor: impl PgExecutor<'_>,
+    key: String,
+) -> Result<(), StoreError> {
     const SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 
     sqlx::query(SQL)

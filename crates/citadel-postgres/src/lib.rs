@@ -39,6 +39,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod activity;
+mod cards;
 mod error;
 mod events;
 mod listen;

@@ -149,6 +149,7 @@ impl Store for PgStore {
     }
 
     async fn create_merchant(&self, merchant: &NewMerchant) -> Result<Merchant, StoreError> {
+        merchant.validate()?;
         merchants::insert(&self.pool, merchant).await
     }
 

@@ -10,13 +10,14 @@ use citadel_core::activity::NewActivity;
 use citadel_core::ids::{AccountId, InvoiceId, MerchantId, SubscriptionId, TaskId};
 use citadel_core::merchant::Merchant;
 use citadel_core::metrics::MetricsDelta;
+use citadel_core::payment::CardFingerprint;
 use citadel_core::recovery::Recovery;
-use citadel_core::store::{EventRecord, StoreError, StoreTx};
+use citadel_core::store::{CardAttempt, EventRecord, StoreError, StoreTx};
 use citadel_core::task::{Lease, NewTask, TaskUpdate};
 use sqlx::{Postgres, Transaction};
 
 use crate::error::database;
-use crate::{activity, events, merchants, metrics, recoveries, tasks};
+use crate::{activity, cards, events, merchants, metrics, recoveries, tasks};
 
 /// A store transaction.
 #[derive(Debug)]
@@ -141,5 +142,40 @@ impl StoreTx for PgTx {
             .commit()
             .await
             .map_err(database("committing a transaction"))
+    }
+
+    // Recovery policy: card network caps.
+
+    async fn set_recovery_card(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+        fingerprint: &CardFingerprint,
+    ) -> Result<(), StoreError> {
+        cards::set_recovery_card(&mut *self.tx, merchant, invoice, fingerprint).await
+    }
+
+    async fn recovery_card(
+        &mut self,
+        merchant: MerchantId,
+        invoice: &InvoiceId,
+    ) -> Result<Option<CardFingerprint>, StoreError> {
+        cards::recovery_card(&mut *self.tx, merchant, invoice).await
+    }
+
+    async fn lock_card(&mut self, fingerprint: &CardFingerprint) -> Result<(), StoreError> {
+        cards::lock_card(&mut *self.tx, fingerprint).await
+    }
+
+    async fn card_attempts_since(
+        &mut self,
+        fingerprint: &CardFingerprint,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<CardAttempt>, StoreError> {
+        cards::attempts_since(&mut *self.tx, fingerprint, since).await
+    }
+
+    async fn insert_card_attempt(&mut self, attempt: &CardAttempt) -> Result<bool, StoreError> {
+        cards::insert_attempt(&mut *self.tx, attempt).await
     }
 }

@@ -15,7 +15,9 @@ use citadel_core::ids::{
 use citadel_core::merchant::{Merchant, NewMerchant};
 use citadel_core::metrics::MetricsDelta;
 use citadel_core::money::{Currency, Money};
-use citadel_core::payment::{Decline, PayInvoice, PaymentGateway, PaymentOutcome};
+use citadel_core::payment::{
+    ActionOutcome, Decline, FinalActionRequest, PayInvoice, PaymentGateway, PaymentOutcome,
+};
 use citadel_core::policy::RecoveryPolicy;
 use citadel_core::recovery::{Recovery, RecoveryStatus};
 use citadel_core::store::{ClaimRequest, EventRecord, Store, StoreError, TaskFilter};
@@ -155,6 +157,13 @@ impl PaymentGateway for UnusedGateway {
     async fn pay_invoice(&self, request: &PayInvoice) -> PaymentOutcome {
         panic!("intake must not pay invoices, but paid {}", request.invoice);
     }
+
+    async fn run_final_action(&self, request: &FinalActionRequest) -> ActionOutcome {
+        panic!(
+            "intake must not run final actions, but ran {:?}",
+            request.action
+        );
+    }
 }
 
 /// A gateway that returns scripted outcomes in order and records requests.
@@ -186,6 +195,10 @@ impl PaymentGateway for ScriptedGateway {
             .unwrap()
             .pop_front()
             .expect("a scripted outcome for every payment")
+    }
+
+    async fn run_final_action(&self, request: &FinalActionRequest) -> ActionOutcome {
+        panic!("no final action is scripted, but {:?} ran", request.action);
     }
 }
 
@@ -1335,6 +1348,10 @@ impl PaymentGateway for StopEventDuringPay {
         webhook.ingest(&self.stop_event).await.unwrap();
         self.outcome.clone()
     }
+
+    async fn run_final_action(&self, request: &FinalActionRequest) -> ActionOutcome {
+        panic!("no final action is expected, but {:?} ran", request.action);
+    }
 }
 
 #[tokio::test]
@@ -1518,13 +1535,15 @@ async fn processing_payment_that_fails_gets_next_retry() {
         .unwrap();
     assert_eq!(recovery.status, RecoveryStatus::Open);
     assert_eq!(recovery.retries_made, 1);
-    assert_eq!(store.task_counts().await.unwrap().pending, 0);
+    let pending_retries = "SELECT count(*) FROM scheduled_tasks \
+                           WHERE status = 'pending' AND kind = 'retry_payment'";
+    assert_eq!(count(&store, pending_retries).await, 0);
 
     engine
         .ingest(&payment_failed("evt_2", "acct_1", "in_1"))
         .await
         .unwrap();
-    assert_eq!(store.task_counts().await.unwrap().pending, 1);
+    assert_eq!(count(&store, pending_retries).await, 1);
     worker.run_batch().await.unwrap();
 
     let recovery = store

@@ -44,7 +44,7 @@ use chrono::DateTime;
 use citadel_core::event::{Event, EventKind, InvoiceSnapshot, Settlement};
 use citadel_core::ids::{AccountId, CustomerId, EventId, IdError, InvoiceId, SubscriptionId};
 use citadel_core::money::{Currency, CurrencyError, Money};
-use citadel_core::payment::Decline;
+use citadel_core::payment::{CardFingerprint, Decline};
 use serde_json::{Map, Value};
 
 /// The maximum number of characters of a JSON value that an error repeats.
@@ -370,19 +370,34 @@ fn invoice_payments_decline(invoice: &Node<'_>) -> Option<Decline> {
     })
 }
 
-/// Reads a charge's decline: `failure_code`, `outcome.reason`, the advice
-/// code and `failure_message`.
+/// Reads a charge's decline: `failure_code`, `charge.outcome` (reason,
+/// advice codes, Radar's type and risk level), `failure_message` and the
+/// card's fingerprint.
 fn charge_decline(charge: &Node<'_>) -> Option<Decline> {
     let outcome = charge.lenient_object("outcome");
-    let outcome_str = |key| outcome.as_ref().and_then(|o| o.lenient_str(key));
+    let outcome_str = |key| {
+        outcome
+            .as_ref()
+            .and_then(|o| o.lenient_str(key))
+            .map(str::to_owned)
+    };
+    let fingerprint = charge
+        .lenient_object("payment_method_details")
+        .and_then(|details| details.lenient_object("card"))
+        .and_then(|card| {
+            card.lenient_str("fingerprint")
+                .and_then(CardFingerprint::new)
+        });
 
     let decline = Decline {
         code: charge.lenient_str("failure_code").map(str::to_owned),
-        decline_code: outcome_str("reason").map(str::to_owned),
-        advice_code: outcome_str("advice_code")
-            .or_else(|| outcome_str("network_advice_code"))
-            .map(str::to_owned),
+        decline_code: outcome_str("reason"),
+        advice_code: outcome_str("advice_code"),
         message: charge.lenient_str("failure_message").map(str::to_owned),
+        network_advice_code: outcome_str("network_advice_code"),
+        outcome_type: outcome_str("type"),
+        risk_level: outcome_str("risk_level"),
+        card_fingerprint: fingerprint,
     };
     non_empty(decline)
 }
@@ -392,11 +407,22 @@ fn payment_intent_decline(intent: &Node<'_>) -> Option<Decline> {
     let error = intent.lenient_object("last_payment_error")?;
     let text = |key| error.lenient_str(key).map(str::to_owned);
 
+    let fingerprint = error
+        .lenient_object("payment_method")
+        .and_then(|method| method.lenient_object("card"))
+        .and_then(|card| {
+            card.lenient_str("fingerprint")
+                .and_then(CardFingerprint::new)
+        });
+
     let decline = Decline {
         code: text("code"),
         decline_code: text("decline_code"),
-        advice_code: text("advice_code").or_else(|| text("network_advice_code")),
+        advice_code: text("advice_code"),
         message: text("message"),
+        network_advice_code: text("network_advice_code"),
+        card_fingerprint: fingerprint,
+        ..Decline::default()
     };
     non_empty(decline)
 }

@@ -59,7 +59,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use citadel_core::Secret;
 use citadel_core::money::{Currency, Money};
-use citadel_core::payment::{Decline, PayInvoice, PaymentGateway, PaymentOutcome};
+use citadel_core::payment::{
+    ActionOutcome, CardFingerprint, Decline, FinalActionRequest, PayInvoice, PaymentGateway,
+    PaymentOutcome,
+};
 use stripe::{
     ApiErrors, ApiErrorsCode, ApiErrorsType, RequestStrategy, StripeError, StripeRequest,
 };
@@ -206,6 +209,18 @@ impl PaymentGateway for StripeGateway {
         }
         .instrument(span)
         .await
+    }
+
+    async fn run_final_action(&self, request: &FinalActionRequest) -> ActionOutcome {
+        let account = request.account.as_ref().map(|account| account.as_str());
+        let span = tracing::info_span!(
+            "stripe.final_action",
+            stripe.account = account,
+            idempotency.key = request.idempotency_key.as_str(),
+        );
+        final_action::send(&self.client, self.timeout, request)
+            .instrument(span)
+            .await
     }
 }
 
@@ -422,14 +437,20 @@ fn invoice_not_payable(error: &ApiErrors) -> bool {
 }
 
 fn decline_of(error: &ApiErrors) -> Decline {
+    let fingerprint = error
+        .payment_method
+        .as_ref()
+        .and_then(|method| method.card.as_ref())
+        .and_then(|card| card.fingerprint.clone())
+        .and_then(CardFingerprint::new);
     Decline {
         code: error.code.as_ref().map(|code| code.as_str().to_owned()),
         decline_code: error.decline_code.clone(),
-        advice_code: error
-            .advice_code
-            .clone()
-            .or_else(|| error.network_advice_code.clone()),
+        advice_code: error.advice_code.clone(),
         message: error.message.clone(),
+        network_advice_code: error.network_advice_code.clone(),
+        card_fingerprint: fingerprint,
+        ..Decline::default()
     }
 }
 
@@ -481,5 +502,6 @@ fn log_outcome(outcome: &PaymentOutcome) {
     }
 }
 
+mod final_action;
 #[cfg(test)]
 mod tests;

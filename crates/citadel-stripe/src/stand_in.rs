@@ -218,6 +218,10 @@ pub enum ResponseKind {
     Unauthorized,
     /// Found no such invoice or route (404).
     NotFound,
+    /// Marked the invoice uncollectible and sent it (200).
+    MarkedUncollectible,
+    /// Canceled the subscription and sent it (200).
+    SubscriptionCanceled,
 }
 
 /// An error returned when the stand-in cannot start.

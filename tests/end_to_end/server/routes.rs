@@ -130,7 +130,10 @@ async fn merchant_create_get_and_list() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["merchant"]["id"].as_i64().unwrap();
     assert_eq!(body["merchant"]["time_zone"], "Europe/Paris");
-    assert_eq!(body["merchant"]["policy"]["retry_delays"], json!([60, 120]));
+    assert_eq!(
+        body["merchant"]["policy"]["schedule"]["delays"],
+        json!([60, 120])
+    );
     assert!(body["token"].as_str().unwrap().starts_with("citadel_mt_"));
 
     let (status, body) = api.get(&format!("/api/merchants/{id}"), OPERATOR).await;
@@ -294,7 +297,7 @@ async fn merchant_pause_and_resume() {
             "PATCH",
             &uri,
             Some(OPERATOR),
-            Some(json!({"status": "active", "policy": {"retry_delays": [30]}})),
+            Some(json!({"status": "active", "policy": {"schedule": {"delays": [30]}}})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -306,8 +309,8 @@ async fn merchant_pause_and_resume() {
         .unwrap();
     assert_eq!(stored.status, MerchantStatus::Active);
     assert_eq!(
-        stored.policy.retry_delays,
-        vec![std::time::Duration::from_secs(30)]
+        stored.policy.schedule,
+        citadel::core::policy::Schedule::Delays(vec![std::time::Duration::from_secs(30)])
     );
 
     let (status, _) = api

@@ -3,15 +3,16 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::closing;
 use crate::activity::{ActivityKind, NewActivity};
 use crate::event::{Event, InvoiceSnapshot, Settlement};
 use crate::ids::{InvoiceId, SubscriptionId};
 use crate::merchant::Merchant;
 use crate::metrics::MetricsDelta;
 use crate::payment::Decline;
-use crate::policy::{DeclineClass, classify};
+use crate::policy::{DeclineClass, classify_with};
 use crate::recovery::{Recovery, RecoveryStatus};
-use crate::store::{StoreError, StoreTx, metrics_day};
+use crate::store::{CardAttempt, StoreError, StoreTx, metrics_day};
 use crate::task::{DEFAULT_MAX_ATTEMPTS, NewTask, RetryPayment, TaskKind};
 
 pub(super) struct Intake<'a> {
@@ -78,12 +79,20 @@ impl Intake<'_> {
         )
         .await?;
 
-        match recovery.last_decline.clone() {
-            Some(decline) if classify(&decline) == DeclineClass::Hard => {
-                let reason = format!("hard decline {}: not retried", decline.reason());
+        if let Some(decline) = &invoice.decline {
+            self.record_card(&recovery.invoice_id, decline).await?;
+        }
+        let class = recovery
+            .last_decline
+            .as_ref()
+            .map(|decline| classify_with(decline, &self.merchant.policy.declines))
+            .filter(|decided| decided.class == DeclineClass::Hard);
+        match class {
+            Some(decided) => {
+                let reason = format!("hard decline: {}", decided.reason);
                 self.lose(&mut recovery, reason).await?;
             }
-            _ => self.schedule_first_retry(&mut recovery).await?,
+            None => self.schedule_first_retry(&mut recovery).await?,
         }
         self.tx.update_recovery(&recovery).await?;
         Ok(true)
@@ -155,12 +164,16 @@ impl Intake<'_> {
         let hard = invoice
             .decline
             .as_ref()
-            .filter(|decline| classify(decline) == DeclineClass::Hard);
-        if let Some(decline) = hard {
+            .map(|decline| classify_with(decline, &self.merchant.policy.declines))
+            .filter(|decided| decided.class == DeclineClass::Hard);
+        if let Some(decline) = &invoice.decline {
+            self.record_card(&recovery.invoice_id, decline).await?;
+        }
+        if let Some(decided) = hard {
             self.cancel_tasks(recovery).await?;
             let reason = format!(
-                "hard decline {}: pending retries cancelled",
-                decline.reason()
+                "hard decline: {}; pending retries cancelled",
+                decided.reason
             );
             self.lose(recovery, reason).await?;
         } else {
@@ -180,9 +193,22 @@ impl Intake<'_> {
         // the time of each retry.
         let retries_made = u32::try_from(recovery.retries_made).unwrap_or(0);
         let next = retries_made.saturating_add(1);
-        let Some(run_at) = self.merchant.policy.retry_time(next, self.now) else {
+        if self.merchant.policy.passive {
+            return self.note_passive(recovery).await;
+        }
+        let clock = closing::retry_clock(self.merchant, recovery, self.now);
+        let Some(run_at) = self.merchant.policy.retry_time(next, &clock) else {
             let reason = format!("all {retries_made} retries failed");
-            return self.lose(recovery, reason).await;
+            self.lose(recovery, reason).await?;
+            let source = closing::Source::Event(&self.event.id);
+            return closing::schedule_final_action(
+                self.tx,
+                self.merchant,
+                recovery,
+                self.now,
+                source,
+            )
+            .await;
         };
 
         let task = retry_task(self.merchant, &recovery.invoice_id, next, run_at);
@@ -237,16 +263,19 @@ impl Intake<'_> {
 
         // A hard decline, once known, is never replaced: Stripe delivers events
         // in no set order, and an older soft decline must not reopen retries.
+        let overrides = &self.merchant.policy.declines;
         let known_hard = recovery
             .last_decline
             .as_ref()
-            .is_some_and(|known| classify(known) == DeclineClass::Hard);
+            .is_some_and(|known| classify_with(known, overrides).class == DeclineClass::Hard);
         if !known_hard {
             recovery.last_decline = Some(decline.clone());
         }
         recovery.saw_event(self.event.created);
-        let class = classify(decline);
-        let message = format!("decline {} recorded ({class:?})", decline.reason()).to_lowercase();
+        self.record_card(invoice_id, decline).await?;
+        let decided = classify_with(decline, overrides);
+        let class = decided.class;
+        let message = format!("decline {} recorded: {}", decline.reason(), decided.reason);
         self.log(
             ActivityKind::DeclineRecorded,
             invoice_id,
@@ -258,8 +287,8 @@ impl Intake<'_> {
         if recovery.status == RecoveryStatus::Open && class == DeclineClass::Hard {
             self.cancel_tasks(&recovery).await?;
             let reason = format!(
-                "hard decline {}: pending retries cancelled",
-                decline.reason()
+                "hard decline: {}; pending retries cancelled",
+                decided.reason
             );
             self.lose(&mut recovery, reason).await?;
         }
@@ -393,7 +422,12 @@ impl Intake<'_> {
     }
 
     async fn schedule_first_retry(&mut self, recovery: &mut Recovery) -> Result<(), StoreError> {
-        let Some(run_at) = self.merchant.policy.retry_time(1, self.now) else {
+        if self.merchant.policy.passive {
+            closing::schedule_close(self.tx, self.merchant, recovery).await?;
+            return self.note_passive(recovery).await;
+        }
+        let clock = closing::retry_clock(self.merchant, recovery, self.now);
+        let Some(run_at) = self.merchant.policy.retry_time(1, &clock) else {
             return self
                 .lose(recovery, "the merchant's policy has no retries".to_owned())
                 .await;
@@ -411,6 +445,48 @@ impl Intake<'_> {
             entry = entry.task(task_id);
         }
         self.tx.insert_activity(&entry).await
+    }
+
+    /// Records that a passive merchant's failure gets no retry from Citadel.
+    async fn note_passive(&mut self, recovery: &Recovery) -> Result<(), StoreError> {
+        let message = "no retry scheduled: the merchant is in passive mode, so Citadel records \
+                       and reports while Stripe's own retries run"
+            .to_owned();
+        let invoice_id = recovery.invoice_id.clone();
+        self.log(
+            ActivityKind::RetrySkipped,
+            &invoice_id,
+            message,
+            serde_json::Value::Null,
+        )
+        .await
+    }
+
+    /// Keeps the card a decline names on the recovery, and counts the
+    /// failed payment that the event reports against the card's network cap.
+    async fn record_card(
+        &mut self,
+        invoice_id: &InvoiceId,
+        decline: &Decline,
+    ) -> Result<(), StoreError> {
+        let Some(fingerprint) = &decline.card_fingerprint else {
+            return Ok(());
+        };
+        self.tx
+            .set_recovery_card(self.merchant.id, invoice_id, fingerprint)
+            .await?;
+        // NOTE: the failure event of Citadel's own retry is counted here
+        // and, under its idempotency key, when the retry reserved its place:
+        // twice, which errs toward fewer attempts.
+        let attempt = CardAttempt {
+            fingerprint: fingerprint.clone(),
+            merchant_id: self.merchant.id,
+            invoice_id: invoice_id.clone(),
+            attempt_key: format!("event:{}", self.event.id),
+            attempted_at: self.event.created,
+        };
+        self.tx.insert_card_attempt(&attempt).await?;
+        Ok(())
     }
 
     async fn cancel_tasks(&mut self, recovery: &Recovery) -> Result<(), StoreError> {

@@ -3,9 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{Engine, EngineError, intake::retry_task};
+use super::{Engine, EngineError, closing, intake::retry_task};
 use crate::activity::{ActivityKind, NewActivity};
-use crate::ids::InvoiceId;
 use crate::merchant::Merchant;
 use crate::metrics::MetricsDelta;
 use crate::money::Money;
@@ -42,10 +41,10 @@ pub enum TaskResult {
     LeaseLost,
 }
 
-struct Run<'a> {
-    task: &'a Task,
-    merchant: &'a Merchant,
-    retry: &'a RetryPayment,
+pub(super) struct Run<'a> {
+    pub(super) task: &'a Task,
+    pub(super) merchant: &'a Merchant,
+    pub(super) retry: &'a RetryPayment,
 }
 
 pub(super) async fn run<S: Store, G: PaymentGateway>(
@@ -66,14 +65,7 @@ pub(super) async fn run<S: Store, G: PaymentGateway>(
         Ok(retry) => retry,
         Err(err) => {
             let error = format!("invalid retry_payment payload: {err}");
-            return finish_without_payment(
-                engine,
-                task,
-                &merchant,
-                None,
-                TaskUpdate::Fail { error },
-            )
-            .await;
+            return fail_bad_payload(engine, task, &merchant, error).await;
         }
     };
     tracing::Span::current().record("invoice.id", retry.invoice_id.as_str());
@@ -87,12 +79,22 @@ pub(super) async fn run<S: Store, G: PaymentGateway>(
     if !recovery.is_some_and(|recovery| recovery.status == RecoveryStatus::Open) {
         return finish_without_payment(
             engine,
-            task,
-            &merchant,
-            Some(&retry.invoice_id),
+            &run,
             TaskUpdate::Complete,
+            "retry skipped: the recovery has ended".to_owned(),
         )
         .await;
+    }
+    if merchant.policy.passive {
+        let message = format!(
+            "retry {} skipped: the merchant is in passive mode, so Citadel records and reports \
+             but never retries",
+            retry.attempt
+        );
+        return finish_without_payment(engine, &run, TaskUpdate::Complete, message).await;
+    }
+    if let Some(postponed) = closing::reserve_card_attempt(engine, &run).await? {
+        return Ok(postponed);
     }
 
     let request = PayInvoice {
@@ -104,15 +106,40 @@ pub(super) async fn run<S: Store, G: PaymentGateway>(
     record_outcome(engine, &run, outcome).await
 }
 
-/// Ends a task that made no payment call: a skipped retry or a bad payload.
-async fn finish_without_payment<S: Store, G: PaymentGateway>(
+/// Ends a task whose payload could not be read, for an operator.
+pub(super) async fn fail_bad_payload<S: Store, G: PaymentGateway>(
     engine: &Engine<S, G>,
     task: &Task,
     merchant: &Merchant,
-    invoice_id: Option<&InvoiceId>,
-    update: TaskUpdate,
+    error: String,
 ) -> Result<TaskResult, EngineError> {
     let Some(lease) = &task.lease else {
+        return Ok(TaskResult::LeaseLost);
+    };
+    let update = TaskUpdate::Fail {
+        error: error.clone(),
+    };
+    TaskStatus::Running.apply(update.transition())?;
+
+    let mut tx = engine.store.begin().await?;
+    if !tx.finish_task(lease, &update).await? {
+        return Ok(TaskResult::LeaseLost);
+    }
+    tracing::error!(task.id = task.id.get(), "{error}");
+    let entry = NewActivity::new(merchant.id, ActivityKind::TaskFailed, error).task(task.id);
+    tx.insert_activity(&entry).await?;
+    tx.commit().await?;
+    Ok(TaskResult::Failed)
+}
+
+/// Ends a retry task that made no payment call, recording why.
+async fn finish_without_payment<S: Store, G: PaymentGateway>(
+    engine: &Engine<S, G>,
+    run: &Run<'_>,
+    update: TaskUpdate,
+    message: String,
+) -> Result<TaskResult, EngineError> {
+    let Some(lease) = &run.task.lease else {
         return Ok(TaskResult::LeaseLost);
     };
     TaskStatus::Running.apply(update.transition())?;
@@ -121,21 +148,13 @@ async fn finish_without_payment<S: Store, G: PaymentGateway>(
     if !tx.finish_task(lease, &update).await? {
         return Ok(TaskResult::LeaseLost);
     }
-    let (kind, message, result) = match &update {
-        TaskUpdate::Fail { error } => (ActivityKind::TaskFailed, error.clone(), TaskResult::Failed),
-        _ => (
-            ActivityKind::RetrySkipped,
-            "retry skipped: the recovery has ended".to_owned(),
-            TaskResult::Completed,
-        ),
-    };
-    let mut entry = NewActivity::new(merchant.id, kind, message).task(task.id);
-    if let Some(invoice_id) = invoice_id {
-        entry = entry.invoice(invoice_id);
-    }
+    tracing::info!(activity = %ActivityKind::RetrySkipped, "{message}");
+    let entry = NewActivity::new(run.merchant.id, ActivityKind::RetrySkipped, message)
+        .task(run.task.id)
+        .invoice(&run.retry.invoice_id);
     tx.insert_activity(&entry).await?;
     tx.commit().await?;
-    Ok(result)
+    Ok(TaskResult::Completed)
 }
 
 async fn record_outcome<S: Store, G: PaymentGateway>(
@@ -169,6 +188,12 @@ async fn record_outcome<S: Store, G: PaymentGateway>(
     };
     let (update, result) = writer.apply(outcome).await?;
     TaskStatus::Running.apply(update.transition())?;
+    // No retry follows a run that ended this way, so only Stripe's events or
+    // the window's end can close the recovery now.
+    let stalled = matches!(result, TaskResult::Completed | TaskResult::Failed);
+    if stalled && recovery.status == RecoveryStatus::Open {
+        closing::schedule_close(tx.as_mut(), run.merchant, &recovery).await?;
+    }
     if !tx.finish_task(lease, &update).await? {
         tracing::warn!("task lease lost before its outcome was written; the outcome is discarded");
         return Ok(TaskResult::LeaseLost);
@@ -324,8 +349,10 @@ impl OutcomeWriter<'_> {
         }
 
         let next = attempt.saturating_add(1);
-        let Some(run_at) = self.run.merchant.policy.retry_time(next, self.now) else {
+        let clock = closing::retry_clock(self.run.merchant, self.recovery, self.now);
+        let Some(run_at) = self.run.merchant.policy.retry_time(next, &clock) else {
             self.lose(format!("all {attempt} retries failed")).await?;
+            self.schedule_final_action().await?;
             return Ok((TaskUpdate::Complete, TaskResult::Lost));
         };
         self.schedule_retry(next, run_at).await?;
@@ -363,14 +390,20 @@ impl OutcomeWriter<'_> {
         decline: Decline,
     ) -> Result<(TaskUpdate, TaskResult), EngineError> {
         self.count_retry().await?;
+        if let Some(fingerprint) = &decline.card_fingerprint {
+            self.tx
+                .set_recovery_card(self.run.merchant.id, &self.recovery.invoice_id, fingerprint)
+                .await?;
+        }
         let attempt = self.run.retry.attempt;
-        let decision = after_decline(&self.run.merchant.policy, &decline, attempt, self.now);
+        let clock = closing::retry_clock(self.run.merchant, self.recovery, self.now);
+        let decision = after_decline(&self.run.merchant.policy, &decline, attempt, &clock);
         self.recovery.last_decline = Some(decline.clone());
-        let reason = decline.reason().to_owned();
+        let code = decline.reason().to_owned();
         let details = json!({"decline": decline});
 
         if self.recovery.status != RecoveryStatus::Open {
-            let message = format!("retry {attempt} declined ({reason}) after the recovery ended");
+            let message = format!("retry {attempt} declined ({code}) after the recovery ended");
             self.log(ActivityKind::RetryDeclined, message, details)
                 .await?;
             return Ok((TaskUpdate::Complete, TaskResult::Completed));
@@ -380,6 +413,7 @@ impl OutcomeWriter<'_> {
             DeclineDecision::RetryAt {
                 attempt: next,
                 run_at,
+                reason,
             } => {
                 let message = format!(
                     "retry {attempt} declined ({reason}): retry {next} scheduled for {run_at}"
@@ -389,34 +423,38 @@ impl OutcomeWriter<'_> {
                 self.schedule_retry(next, run_at).await?;
                 Ok((TaskUpdate::Complete, TaskResult::RetryScheduled))
             }
-            DeclineDecision::StopHardDecline => {
+            DeclineDecision::StopHardDecline { reason } => {
                 self.log(
                     ActivityKind::RetryDeclined,
                     format!("retry {attempt} declined ({reason})"),
                     details,
                 )
                 .await?;
-                self.lose(format!("hard decline {reason}: no further retries"))
+                self.lose(format!("hard decline {code}: no further retries"))
                     .await?;
                 Ok((TaskUpdate::Complete, TaskResult::Lost))
             }
-            DeclineDecision::StopScheduleExhausted => {
+            DeclineDecision::StopScheduleExhausted { reason } => {
                 self.log(
                     ActivityKind::RetryDeclined,
-                    format!("retry {attempt} declined ({reason})"),
+                    format!("retry {attempt} declined ({reason}), and it was the last one"),
                     details,
                 )
                 .await?;
-                // TODO: run the merchant's final action on the connected
-                // account; until then every invoice is left open in Stripe.
-                let action = self.run.merchant.policy.final_action;
-                self.lose(format!(
-                    "all {attempt} retries declined; final action {action:?}"
-                ))
-                .await?;
+                self.lose(format!("all {attempt} retries declined")).await?;
+                self.schedule_final_action().await?;
                 Ok((TaskUpdate::Complete, TaskResult::Lost))
             }
         }
+    }
+
+    /// Queues the merchant's final action for a recovery that used up its
+    /// schedule, or records why none runs.
+    async fn schedule_final_action(&mut self) -> Result<(), EngineError> {
+        let source = closing::Source::Task(self.run.task.id);
+        closing::schedule_final_action(self.tx, self.run.merchant, self.recovery, self.now, source)
+            .await?;
+        Ok(())
     }
 
     /// Runs the task again after a rate limit, giving back the claim's

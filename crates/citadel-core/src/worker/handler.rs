@@ -26,6 +26,13 @@ pub trait TaskHandler: Send + Sync + 'static {
     /// these.
     fn kinds(&self) -> Vec<TaskKind>;
 
+    /// Returns the kinds of task that [`Worker::run_until_idle`](super::Worker::run_until_idle)
+    /// waits for; all of [`TaskHandler::kinds`] unless a handler has kinds
+    /// that are due only far in the future.
+    fn idle_kinds(&self) -> Vec<TaskKind> {
+        self.kinds()
+    }
+
     /// Runs one claimed task.
     ///
     /// # Errors
@@ -44,7 +51,20 @@ impl<S: Store, G: PaymentGateway> TaskHandler for Engine<S, G> {
     }
 
     fn kinds(&self) -> Vec<TaskKind> {
-        vec![TaskKind::retry_payment()]
+        vec![
+            TaskKind::retry_payment(),
+            TaskKind::new(TaskKind::FINAL_ACTION),
+            TaskKind::new(TaskKind::CLOSE_RECOVERY),
+        ]
+    }
+
+    /// Leaves out the close of a recovery, which is due only when its window
+    /// ends, days or weeks away; a running worker claims it when due.
+    fn idle_kinds(&self) -> Vec<TaskKind> {
+        vec![
+            TaskKind::retry_payment(),
+            TaskKind::new(TaskKind::FINAL_ACTION),
+        ]
     }
 
     async fn handle(&self, task: &Task) -> Result<TaskResult, EngineError> {

@@ -276,7 +276,7 @@ fn charge_failed_with_invoice_gives_decline() {
 }
 
 #[test]
-fn charge_failed_network_advice_fallback() {
+fn charge_failed_reads_network_advice_code() {
     let mut charge = failed_charge();
     charge["outcome"]["advice_code"] = Value::Null;
     charge["outcome"]["network_advice_code"] = "03".into();
@@ -285,7 +285,8 @@ fn charge_failed_network_advice_fallback() {
     let EventKind::PaymentDeclined { decline, .. } = parse_kind(&event) else {
         panic!("expected PaymentDeclined");
     };
-    assert_eq!(decline.advice_code.as_deref(), Some("03"));
+    assert_eq!(decline.network_advice_code.as_deref(), Some("03"));
+    assert_eq!(decline.advice_code, None);
 }
 
 #[test]

@@ -56,19 +56,21 @@ fn card_decline_maps_to_declined() {
         decline_code: Some("insufficient_funds".to_owned()),
         advice_code: Some("try_again_later".to_owned()),
         message: Some("Your card has insufficient funds.".to_owned()),
+        ..Decline::default()
     };
     assert_eq!(outcome, PaymentOutcome::Declined(expected));
 }
 
 #[test]
-fn network_advice_code_fills_missing_advice_code() {
+fn network_advice_code_is_kept_apart() {
     let mut error = card_error("do_not_honor", "Your card was declined.");
     error.network_advice_code = Some("03".to_owned());
 
     let PaymentOutcome::Declined(decline) = api_error_outcome(&error, 402) else {
         panic!("expected Declined");
     };
-    assert_eq!(decline.advice_code.as_deref(), Some("03"));
+    assert_eq!(decline.network_advice_code.as_deref(), Some("03"));
+    assert_eq!(decline.advice_code, None);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::serve::{IncomingStream, Listener};
 use chrono::Utc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,13 +31,23 @@ pub(super) fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Builds the routes: `POST /v1/invoices/{invoice}/pay`, and Stripe's 404
-/// for everything else.
+/// Builds the routes: `POST /v1/invoices/{invoice}/pay`,
+/// `POST /v1/invoices/{invoice}/mark_uncollectible`,
+/// `DELETE /v1/subscriptions/{subscription}`, and Stripe's 404 for
+/// everything else.
 pub(super) fn router(shared: Shared) -> Router {
     Router::new()
         .route(
             "/v1/invoices/{invoice}/pay",
             post(pay).fallback(unknown_route),
+        )
+        .route(
+            "/v1/invoices/{invoice}/mark_uncollectible",
+            post(mark_uncollectible).fallback(unknown_route),
+        )
+        .route(
+            "/v1/subscriptions/{subscription}",
+            delete(cancel_subscription).fallback(unknown_route),
         )
         .fallback(unknown_route)
         .with_state(shared)
@@ -59,6 +69,34 @@ async fn pay(
     if reply.drop_connection {
         connection.close();
     }
+    into_response(reply)
+}
+
+async fn mark_uncollectible(
+    AxumState(shared): AxumState<Shared>,
+    Path(invoice): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = incoming(&method, &uri, &headers, &body);
+    let reply = lock(&shared).mark_uncollectible(&request, &invoice, Utc::now());
+    log_request(&request, &reply);
+    into_response(reply)
+}
+
+async fn cancel_subscription(
+    AxumState(shared): AxumState<Shared>,
+    Path(subscription): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = incoming(&method, &uri, &headers, &body);
+    let reply = lock(&shared).cancel_subscription(&request, &subscription, Utc::now());
+    log_request(&request, &reply);
     into_response(reply)
 }
 

@@ -30,6 +30,8 @@ pub(super) struct InvoiceState {
     /// Payment attempts, counting the failed one that started the recovery.
     pub(super) attempt_count: u32,
     pub(super) paid: bool,
+    /// Whether the invoice was marked uncollectible.
+    pub(super) uncollectible: bool,
     /// Successful charges the stand-in made for this invoice.
     pub(super) charges: usize,
 }
@@ -58,12 +60,17 @@ impl InvoiceState {
             amount_paid: 0,
             attempt_count: 1,
             paid: false,
+            uncollectible: false,
             charges: 0,
         }
     }
 
     pub(super) fn status(&self) -> &'static str {
-        if self.paid { "paid" } else { "open" }
+        match (self.paid, self.uncollectible) {
+            (true, _) => "paid",
+            (false, true) => "uncollectible",
+            (false, false) => "open",
+        }
     }
 }
 
@@ -171,6 +178,53 @@ impl State {
         reply
     }
 
+    /// Handles `POST /v1/invoices/{invoice}/mark_uncollectible` and records
+    /// it.
+    pub(super) fn mark_uncollectible(
+        &mut self,
+        request: &IncomingRequest,
+        invoice: &str,
+        now: DateTime<Utc>,
+    ) -> Reply {
+        let (reply, kind) = self.decide(request, |state| match InvoiceId::parse(invoice) {
+            Ok(id) => state.execute_mark_uncollectible(&id, now),
+            Err(_) => Execution::new(
+                404,
+                wire::no_such_invoice(invoice),
+                ResponseKind::NotFound,
+                true,
+            ),
+        });
+        self.record(request, &reply, kind, now);
+        reply
+    }
+
+    /// Handles `DELETE /v1/subscriptions/{subscription}` and records it.
+    pub(super) fn cancel_subscription(
+        &mut self,
+        request: &IncomingRequest,
+        subscription: &str,
+        now: DateTime<Utc>,
+    ) -> Reply {
+        let (reply, kind) = self.decide(request, |_| {
+            let body = wire::canceled_subscription(subscription, now);
+            Execution::new(200, body, ResponseKind::SubscriptionCanceled, true)
+        });
+        self.record(request, &reply, kind, now);
+        reply
+    }
+
+    fn execute_mark_uncollectible(&mut self, id: &InvoiceId, now: DateTime<Utc>) -> Execution {
+        let invoice = self.invoice(id);
+        if invoice.paid {
+            let body = wire::not_open_for_uncollectible();
+            return Execution::new(400, body, ResponseKind::AlreadyPaid, true);
+        }
+        invoice.uncollectible = true;
+        let body = wire::invoice(id.as_str(), invoice, now);
+        Execution::new(200, body, ResponseKind::MarkedUncollectible, true)
+    }
+
     /// Handles a request to any other route and records it.
     pub(super) fn unknown_route(&mut self, request: &IncomingRequest, now: DateTime<Utc>) -> Reply {
         let body = wire::unrecognized_url(&request.method, &request.path);
@@ -184,6 +238,25 @@ impl State {
         request: &IncomingRequest,
         invoice: &str,
         now: DateTime<Utc>,
+    ) -> (Reply, ResponseKind) {
+        self.decide(request, |state| match InvoiceId::parse(invoice) {
+            Ok(invoice) => state.execute(&invoice, now),
+            Err(_) => Execution::new(
+                404,
+                wire::no_such_invoice(invoice),
+                ResponseKind::NotFound,
+                true,
+            ),
+        })
+    }
+
+    /// Checks the API key, replays a stored response for a reused key, or
+    /// runs `execute` and stores its response under the key, as Stripe
+    /// does for every POST and DELETE.
+    fn decide(
+        &mut self,
+        request: &IncomingRequest,
+        execute: impl FnOnce(&mut Self) -> Execution,
     ) -> (Reply, ResponseKind) {
         if !request.authorized {
             let execution = Execution::new(
@@ -205,15 +278,7 @@ impl State {
             return replay(stored, request, &scope.1);
         }
 
-        let execution = match InvoiceId::parse(invoice) {
-            Ok(invoice) => self.execute(&invoice, now),
-            Err(_) => Execution::new(
-                404,
-                wire::no_such_invoice(invoice),
-                ResponseKind::NotFound,
-                true,
-            ),
-        };
+        let execution = execute(self);
         if execution.store
             && let Some(scope) = scope
         {

@@ -111,6 +111,27 @@ pub(super) fn already_paid() -> Value {
     }))
 }
 
+/// Builds the subscription object Stripe returns from
+/// `DELETE /v1/subscriptions/{id}`: the sample subscription, canceled.
+pub(super) fn canceled_subscription(id: &str, now: DateTime<Utc>) -> Value {
+    let mut subscription =
+        fixtures::resource("subscription").unwrap_or_else(|| json!({"object": "subscription"}));
+    subscription["id"] = id.into();
+    subscription["status"] = "canceled".into();
+    subscription["canceled_at"] = now.timestamp().into();
+    subscription["ended_at"] = now.timestamp().into();
+    subscription["livemode"] = false.into();
+    subscription
+}
+
+/// Builds the HTTP 400 body of marking a paid invoice uncollectible.
+pub(super) fn not_open_for_uncollectible() -> Value {
+    envelope(json!({
+        "type": "invalid_request_error",
+        "message": "Only open invoices can be marked uncollectible; this invoice is paid",
+    }))
+}
+
 /// Builds the HTTP 400 body of a key reused with another request.
 pub(super) fn idempotency_mismatch(key: &str) -> Value {
     envelope(json!({
