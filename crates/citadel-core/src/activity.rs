@@ -39,11 +39,16 @@ pub enum ActivityKind {
     TaskRescheduled,
     /// A task failed for good.
     TaskFailed,
+    /// A customer notice was sent.
+    NoticeSent,
+    /// Stripe answered a retry that the invoice needs no payment, and the
+    /// recovery ended without counting as recovered or lost.
+    RecoveryStopped,
 }
 
 impl ActivityKind {
     /// Every kind.
-    pub const ALL: [ActivityKind; 12] = [
+    pub const ALL: [ActivityKind; 14] = [
         ActivityKind::EventNoted,
         ActivityKind::RecoveryOpened,
         ActivityKind::DeclineRecorded,
@@ -56,6 +61,8 @@ impl ActivityKind {
         ActivityKind::TasksCancelled,
         ActivityKind::TaskRescheduled,
         ActivityKind::TaskFailed,
+        ActivityKind::NoticeSent,
+        ActivityKind::RecoveryStopped,
     ];
 
     /// Returns the name stored in the database.
@@ -73,6 +80,8 @@ impl ActivityKind {
             ActivityKind::TasksCancelled => "tasks_cancelled",
             ActivityKind::TaskRescheduled => "task_rescheduled",
             ActivityKind::TaskFailed => "task_failed",
+            ActivityKind::NoticeSent => "notice_sent",
+            ActivityKind::RecoveryStopped => "recovery_stopped",
         }
     }
 }

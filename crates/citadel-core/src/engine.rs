@@ -8,16 +8,20 @@
 //! the metrics and the activity together under the task's lease.
 
 mod intake;
+mod notify;
 mod retry;
+
+use std::sync::Arc;
 
 use chrono::Utc;
 use tracing::{Instrument, info_span};
 
 use crate::event::{Event, EventKind};
 use crate::ids::{AccountId, MerchantId, TaskId};
+use crate::notice::{LogNotifier, Notifier};
 use crate::payment::PaymentGateway;
 use crate::store::{EventRecord, Store, StoreError};
-use crate::task::{InvalidTransition, Task};
+use crate::task::{InvalidTransition, Task, TaskKind};
 
 pub use retry::TaskResult;
 
@@ -70,17 +74,31 @@ pub enum IntakeOutcome {
     },
 }
 
-/// Applies events and runs retries against a store and a payment gateway.
+/// Applies events and runs retries and notices against a store, a payment
+/// gateway and a notifier.
 #[derive(Debug)]
 pub struct Engine<S, G> {
     store: S,
     gateway: G,
+    notifier: Arc<dyn Notifier>,
 }
 
 impl<S: Store, G: PaymentGateway> Engine<S, G> {
-    /// Creates an engine.
+    /// Creates an engine whose customer notices are only logged
+    /// ([`LogNotifier`]).
     pub fn new(store: S, gateway: G) -> Self {
-        Self { store, gateway }
+        Self {
+            store,
+            gateway,
+            notifier: Arc::new(LogNotifier),
+        }
+    }
+
+    /// Sends customer notices through `notifier` instead of the log.
+    #[must_use]
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Returns the store.
@@ -154,6 +172,10 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
             EventKind::SubscriptionDeleted { subscription_id } => {
                 intake.subscription_deleted(subscription_id).await?
             }
+            EventKind::SubscriptionChanged {
+                subscription_id,
+                status,
+            } => intake.subscription_changed(subscription_id, status).await?,
             EventKind::Unhandled => false,
         };
         tx.commit().await?;
@@ -169,7 +191,8 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
         }
     }
 
-    /// Runs one claimed task and records its outcome under its lease.
+    /// Runs one claimed task (a retry or a customer notice) and records its
+    /// outcome under its lease.
     ///
     /// # Errors
     ///
@@ -186,6 +209,9 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
             merchant.id = task.merchant_id.get(),
             invoice.id = tracing::field::Empty,
         );
+        if task.kind.as_str() == TaskKind::SEND_NOTICE {
+            return notify::run(self, task).instrument(span).await;
+        }
         retry::run(self, task).instrument(span).await
     }
 }

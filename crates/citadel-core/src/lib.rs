@@ -29,11 +29,13 @@ pub mod ids;
 pub mod merchant;
 pub mod metrics;
 pub mod money;
+pub mod notice;
 pub mod payment;
 pub mod policy;
 pub mod recovery;
 pub mod secret;
 pub mod store;
+pub mod subscription;
 pub mod task;
 pub mod worker;
 

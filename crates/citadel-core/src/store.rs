@@ -18,6 +18,7 @@ use crate::ids::{AccountId, EventId, InvoiceId, MerchantId, SubscriptionId, Task
 use crate::merchant::{Merchant, NewMerchant};
 use crate::metrics::{DailyMetrics, MetricsDelta};
 use crate::recovery::Recovery;
+use crate::subscription::SubscriptionState;
 use crate::task::{Lease, NewTask, Task, TaskKind, TaskStatus, TaskUpdate};
 
 /// An error from a store.
@@ -144,7 +145,10 @@ fn event_subscription(event: &Event) -> Option<SubscriptionId> {
         EventKind::InvoicePaymentFailed(invoice) | EventKind::InvoiceSettled { invoice, .. } => {
             invoice.subscription_id.clone()
         }
-        EventKind::SubscriptionDeleted { subscription_id } => Some(subscription_id.clone()),
+        EventKind::SubscriptionDeleted { subscription_id }
+        | EventKind::SubscriptionChanged {
+            subscription_id, ..
+        } => Some(subscription_id.clone()),
         _ => None,
     }
 }
@@ -216,6 +220,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         merchant: Option<MerchantId>,
     ) -> Result<Vec<DailyMetrics>, StoreError>;
+
+    // Subscriptions: the newest known state of each.
+
+    /// Returns the newest known state of a subscription.
+    async fn subscription_state(
+        &self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<SubscriptionState>, StoreError>;
 }
 
 /// One transaction. Dropping it without [`StoreTx::commit`] rolls it back.
@@ -261,8 +274,8 @@ pub trait StoreTx: Send {
     ) -> Result<bool, StoreError>;
 
     /// Returns the type of a recorded event that settled the invoice
-    /// (`invoice.paid`, `invoice.payment_succeeded`, `invoice.voided` or
-    /// `invoice.marked_uncollectible`), if any.
+    /// (`invoice.paid`, `invoice.payment_succeeded`, `invoice.voided`,
+    /// `invoice.marked_uncollectible` or `invoice.deleted`), if any.
     async fn invoice_settlement(
         &mut self,
         account: Option<&AccountId>,
@@ -323,12 +336,38 @@ pub trait StoreTx: Send {
 
     /// Commits the transaction.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+
+    // Subscriptions: the newest known state of each.
+
+    /// Returns the newest known state of a subscription. Call it under
+    /// [`StoreTx::lock_subscription`].
+    async fn subscription_state(
+        &mut self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<SubscriptionState>, StoreError>;
+
+    /// Inserts or replaces a subscription's state.
+    async fn put_subscription_state(&mut self, state: &SubscriptionState)
+    -> Result<(), StoreError>;
 }
 
-/// Returns the day a metric counts on.
+/// Returns the day a metric counts on: the date at `now` in the merchant's
+/// time zone (an IANA name such as `Asia/Tokyo`), so a merchant's day ends at
+/// its own midnight.
 ///
-/// TODO: count on the day in the merchant's time zone; until then every
-/// merchant's day is the UTC day.
-pub fn metrics_day(now: DateTime<Utc>) -> NaiveDate {
-    now.date_naive()
+/// NOTE: a name the time zone database does not know counts on the UTC day,
+/// with a warning in the log. Merchant registration does not check the name.
+pub fn metrics_day(now: DateTime<Utc>, time_zone: &str) -> NaiveDate {
+    match time_zone.parse::<chrono_tz::Tz>() {
+        Ok(zone) => now.with_timezone(&zone).date_naive(),
+        Err(error) => {
+            tracing::warn!(
+                merchant.time_zone = time_zone,
+                %error,
+                "unknown time zone: metrics count on the UTC day"
+            );
+            now.date_naive()
+        }
+    }
 }

@@ -65,7 +65,7 @@ pub struct BatchReport {
     pub abandoned: usize,
 }
 
-/// Claims and runs retry tasks.
+/// Claims and runs retry and customer notice tasks.
 #[derive(Debug)]
 pub struct Worker<S, G> {
     engine: Arc<Engine<S, G>>,
@@ -93,7 +93,7 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
     pub async fn run_batch(&self) -> Result<BatchReport, EngineError> {
         let request = ClaimRequest {
             worker_id: self.config.worker_id.clone(),
-            kinds: vec![TaskKind::retry_payment()],
+            kinds: worker_kinds().to_vec(),
             limit: self.config.batch_size,
             lease_duration: self.config.lease_duration,
         };
@@ -135,7 +135,7 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
         Ok(report)
     }
 
-    /// Runs batches until no retry task is pending and no task of any kind
+    /// Runs batches until no retry or notice task is pending and no task of any kind
     /// is running, sleeping until the next task is due (at most
     /// `poll_interval` at a time). For demos and tests; services call
     /// [`Worker::run`].
@@ -152,8 +152,7 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
                 continue;
             }
             let counts = self.engine.store().task_counts().await?;
-            let kinds = [TaskKind::retry_payment()];
-            let Some(next) = self.engine.store().next_run_at(&kinds).await? else {
+            let Some(next) = self.engine.store().next_run_at(&worker_kinds()).await? else {
                 if counts.running == 0 {
                     return Ok(total);
                 }
@@ -196,6 +195,14 @@ impl<S: Store, G: PaymentGateway> Worker<S, G> {
             }
         }
     }
+}
+
+/// Returns the task kinds a worker claims: retries and customer notices.
+fn worker_kinds() -> [TaskKind; 2] {
+    [
+        TaskKind::retry_payment(),
+        TaskKind::new(TaskKind::SEND_NOTICE),
+    ]
 }
 
 fn count(report: &mut BatchReport, result: &TaskResult) {

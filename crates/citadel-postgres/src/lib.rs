@@ -45,6 +45,7 @@ mod merchants;
 mod metrics;
 mod recoveries;
 mod store;
+mod subscriptions;
 mod tasks;
 mod tx;
 

@@ -3,18 +3,19 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use citadel_core::activity::{Activity, ActivityFilter};
-use citadel_core::ids::{AccountId, InvoiceId, MerchantId, TaskId};
+use citadel_core::ids::{AccountId, InvoiceId, MerchantId, SubscriptionId, TaskId};
 use citadel_core::merchant::{Merchant, NewMerchant};
 use citadel_core::metrics::DailyMetrics;
 use citadel_core::recovery::Recovery;
 use citadel_core::store::{ClaimRequest, Store, StoreError, StoreTx, TaskCounts, TaskFilter};
+use citadel_core::subscription::SubscriptionState;
 use citadel_core::task::{Task, TaskKind};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::{PgError, database, redact_url};
 use crate::tx::PgTx;
-use crate::{activity, merchants, metrics, recoveries, tasks};
+use crate::{activity, merchants, metrics, recoveries, subscriptions, tasks};
 
 /// The migrations in this crate's `migrations/` folder, embedded at compile
 /// time.
@@ -183,5 +184,15 @@ impl Store for PgStore {
         merchant: Option<MerchantId>,
     ) -> Result<Vec<DailyMetrics>, StoreError> {
         metrics::list(&self.pool, merchant).await
+    }
+
+    // Subscriptions: the newest known state of each.
+
+    async fn subscription_state(
+        &self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<SubscriptionState>, StoreError> {
+        subscriptions::get(&self.pool, merchant, subscription).await
     }
 }

@@ -12,11 +12,12 @@ use citadel_core::merchant::Merchant;
 use citadel_core::metrics::MetricsDelta;
 use citadel_core::recovery::Recovery;
 use citadel_core::store::{EventRecord, StoreError, StoreTx};
+use citadel_core::subscription::SubscriptionState;
 use citadel_core::task::{Lease, NewTask, TaskUpdate};
 use sqlx::{Postgres, Transaction};
 
 use crate::error::database;
-use crate::{activity, events, merchants, metrics, recoveries, tasks};
+use crate::{activity, events, merchants, metrics, recoveries, subscriptions, tasks};
 
 /// A store transaction.
 #[derive(Debug)]
@@ -141,5 +142,22 @@ impl StoreTx for PgTx {
             .commit()
             .await
             .map_err(database("committing a transaction"))
+    }
+
+    // Subscriptions: the newest known state of each.
+
+    async fn subscription_state(
+        &mut self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<SubscriptionState>, StoreError> {
+        subscriptions::get(&mut *self.tx, merchant, subscription).await
+    }
+
+    async fn put_subscription_state(
+        &mut self,
+        state: &SubscriptionState,
+    ) -> Result<(), StoreError> {
+        subscriptions::put(&mut *self.tx, state).await
     }
 }

@@ -19,7 +19,7 @@ use citadel_core::payment::{Decline, PayInvoice, PaymentGateway, PaymentOutcome}
 use citadel_core::policy::RecoveryPolicy;
 use citadel_core::recovery::{Recovery, RecoveryStatus};
 use citadel_core::store::{ClaimRequest, EventRecord, Store, StoreError, TaskFilter};
-use citadel_core::task::{Lease, NewTask, TaskKind, TaskStatus, TaskUpdate};
+use citadel_core::task::{Lease, NewTask, Task, TaskKind, TaskStatus, TaskUpdate};
 use citadel_core::{Engine, IntakeOutcome, Worker, WorkerConfig};
 use citadel_postgres::PgStore;
 use citadel_postgres::ephemeral::{EphemeralError, EphemeralPostgres, TestDatabase, fresh_store};
@@ -100,6 +100,15 @@ fn claim_request(worker: &str, limit: u32) -> ClaimRequest {
     }
 }
 
+/// Lists the retry tasks, without the customer notice tasks beside them.
+async fn retry_tasks(store: &PgStore) -> Vec<Task> {
+    let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    tasks
+        .into_iter()
+        .filter(|task| task.kind.as_str() == TaskKind::RETRY_PAYMENT)
+        .collect()
+}
+
 async fn count(store: &PgStore, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(store.pool())
@@ -135,6 +144,7 @@ fn payment_failed(event_id: &str, account_id: &str, invoice_id: &str) -> Event {
         api_version: Some("2025-03-31.basil".to_owned()),
         livemode: false,
         request_id: None,
+        request_idempotency_key: None,
         kind: EventKind::InvoicePaymentFailed(snapshot),
         payload: json!({"id": event_id, "type": "invoice.payment_failed"}),
     }
@@ -999,7 +1009,11 @@ async fn ingest_twice_applies_once() {
         1
     );
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         1
     );
 }
@@ -1051,7 +1065,11 @@ async fn concurrent_ingest_of_same_event_applies_once() {
         expected
     );
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         expected
     );
     assert_eq!(
@@ -1085,7 +1103,11 @@ async fn ingest_for_unknown_account_applies_after_registration() {
         0
     );
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         0
     );
 
@@ -1099,7 +1121,11 @@ async fn ingest_for_unknown_account_applies_after_registration() {
         }
     );
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         1
     );
 }
@@ -1129,16 +1155,18 @@ async fn worker_recovers_payment_after_decline() {
 
     let declined = worker.run_batch().await.unwrap();
     let paid = worker.run_batch().await.unwrap();
+    let notice = worker.run_batch().await.unwrap();
     let idle = worker.run_batch().await.unwrap();
 
-    assert_eq!(declined.claimed, 1);
+    assert_eq!(declined.claimed, 2, "retry 1 and the payment_failed notice");
     assert_eq!(declined.retried, 1);
     assert_eq!(paid.claimed, 1);
     assert_eq!(paid.recovered, 1);
+    assert_eq!(notice.claimed, 1, "the payment_recovered notice");
     assert_eq!(idle.claimed, 0);
 
     let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
-    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks.len(), 4);
     assert!(
         tasks
             .iter()
@@ -1183,9 +1211,11 @@ async fn worker_recovers_payment_after_decline() {
         [
             ActivityKind::RecoveryOpened,
             ActivityKind::RetryScheduled,
+            ActivityKind::NoticeSent,
             ActivityKind::RetryDeclined,
             ActivityKind::RetryScheduled,
             ActivityKind::PaymentRecovered,
+            ActivityKind::NoticeSent,
         ]
     );
     assert!(
@@ -1223,9 +1253,9 @@ async fn worker_skips_task_of_settled_invoice() {
             merchant_id: merchant.id
         }
     );
-    let counts = store.task_counts().await.unwrap();
-    assert_eq!(counts.pending, 0);
-    assert_eq!(counts.cancelled, 1);
+    let retries = retry_tasks(&store).await;
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0].status, TaskStatus::Cancelled);
     let recovery = store
         .recovery(merchant.id, &invoice("in_1"))
         .await
@@ -1233,7 +1263,12 @@ async fn worker_skips_task_of_settled_invoice() {
         .unwrap();
     assert_eq!(recovery.status, RecoveryStatus::Recovered);
     let worker = Worker::new(engine, WorkerConfig::default());
-    assert_eq!(worker.run_batch().await.unwrap().claimed, 0);
+    let report = worker.run_batch().await.unwrap();
+    assert_eq!(
+        report.claimed, 2,
+        "only the payment_failed and payment_recovered notices run"
+    );
+    assert_eq!(report.recovered, 0);
 }
 
 /// Checks that timestamps survive the round trip at microsecond precision,
@@ -1413,7 +1448,11 @@ async fn settlement_delivered_before_failure_wins() {
         let recovery = store.recovery(merchant.id, &invoice("in_1")).await.unwrap();
         assert!(recovery.is_none(), "{kind:?}: {recovery:?}");
         assert_eq!(
-            count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+            count(
+                &store,
+                "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+            )
+            .await,
             0,
             "{kind:?}"
         );
@@ -1459,7 +1498,7 @@ async fn concurrent_settlement_and_failure_leave_no_retry() {
     assert_eq!(
         count(
             &store,
-            "SELECT count(*) FROM scheduled_tasks WHERE status = 'pending'"
+            "SELECT count(*) FROM scheduled_tasks WHERE status = 'pending' AND kind = 'retry_payment'"
         )
         .await,
         0,
@@ -1542,11 +1581,12 @@ async fn repeated_failures_consume_no_retry() {
             .unwrap();
     }
 
-    let counts = store.task_counts().await.unwrap();
-    assert_eq!(
-        counts.pending, 1,
-        "one retry, whatever the number of failures"
-    );
+    let pending = retry_tasks(&store)
+        .await
+        .into_iter()
+        .filter(|task| task.status == TaskStatus::Pending)
+        .count();
+    assert_eq!(pending, 1, "one retry, whatever the number of failures");
     let recovery = store
         .recovery(merchant.id, &invoice("in_1"))
         .await
@@ -1643,7 +1683,11 @@ async fn older_soft_decline_keeps_known_hard_decline() {
     assert_eq!(recovery.status, RecoveryStatus::Lost);
     assert_eq!(recovery.last_decline.unwrap().reason(), "stolen_card");
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         0
     );
 }
@@ -1683,7 +1727,11 @@ async fn subscription_deleted_before_failure_wins() {
     let recovery = store.recovery(merchant.id, &invoice("in_1")).await.unwrap();
     assert!(recovery.is_none(), "{recovery:?}");
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         0
     );
     let noted = count(
@@ -1704,7 +1752,11 @@ async fn subscription_deleted_before_failure_wins() {
     };
     engine.ingest(&other).await.unwrap();
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         1,
         "another subscription's invoice still gets its retry"
     );
@@ -1768,7 +1820,7 @@ async fn rate_limit_gives_back_the_attempt() {
         .unwrap();
 
     assert_eq!(report.retried, 1);
-    let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    let tasks = retry_tasks(&store).await;
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].status, TaskStatus::Pending);
     assert_eq!(
