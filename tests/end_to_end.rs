@@ -23,6 +23,9 @@ use citadel::stripe::gateway::StripeGateway;
 use citadel::stripe::stand_in::{Scripted, StandIn};
 use citadel::stripe::webhook::{WebhookVerifier, sign};
 
+#[path = "end_to_end/scenarios.rs"]
+mod scenarios;
+
 const SOFT: &str = "in_1CitadelSoftDecline";
 const HARD: &str = "in_1CitadelHardDecline";
 const EXHAUSTED: &str = "in_1CitadelAlwaysDeclines";

@@ -1,10 +1,11 @@
 //! Customer notices: messages to the customer at steps of a recovery.
 //!
 //! The engine schedules a notice as a [`TaskKind::SEND_NOTICE`] task in the
-//! same transaction as the step it belongs to: when a recovery opens, when
-//! an invoice is paid and when a recovery is lost. A worker later runs the
-//! task and hands the [`Notice`] to the engine's [`Notifier`], so a slow or
-//! failing email or SMS provider never holds up intake or a retry.
+//! same transaction as the step it belongs to: when a recovery opens and
+//! schedules its first retry, when an invoice is paid and when a recovery is
+//! lost. A worker later runs the task and hands the [`Notice`] to the
+//! engine's [`Notifier`], so a slow or failing email or SMS provider never
+//! holds up intake or a retry.
 //!
 //! [`LogNotifier`] is the default: it only writes a log line, with ids and
 //! no card detail. Plug in email, SMS or in-app delivery by implementing
@@ -48,7 +49,7 @@ use crate::task::{NewTask, TaskKind};
 /// How many times a notice task is claimed before it fails.
 pub const NOTICE_MAX_ATTEMPTS: i32 = 5;
 
-/// The step of a recovery a notice tells the customer about.
+/// The step of a recovery that a notice informs the customer of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
