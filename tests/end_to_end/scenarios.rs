@@ -1,6 +1,6 @@
 //! Scenario tests of stop conditions, event order and idempotency: events
 //! built from Stripe's sample objects, signed and verified like webhooks, on
-//! a real PostgreSQL with the Stripe stand-in answering `/pay`.
+//! a real PostgreSQL with the Stripe stand-in responding to `/pay`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use citadel::core::merchant::NewMerchant;
 use citadel::core::money::Currency;
 use citadel::core::policy::RecoveryPolicy;
 use citadel::core::recovery::{Recovery, RecoveryStatus};
-use citadel::core::store::Store;
+use citadel::core::store::{Store, metrics_day};
 use citadel::core::task::TaskKind;
 use citadel::core::{Engine, IntakeOutcome, Secret};
 use citadel::postgres::PgStore;
@@ -409,6 +409,32 @@ async fn paid_invoice_stays_paid_after_late_failure() {
     assert_eq!(recovery.status, RecoveryStatus::Recovered);
     assert_eq!(recovery.last_event_at.timestamp(), T0 + 60);
     assert!(scenario.pay_requests().is_empty());
+}
+
+#[tokio::test]
+async fn metrics_count_on_merchant_day() {
+    let scenario = Scenario::start(vec![Scripted::insufficient_funds(), Scripted::Pay]).await;
+    sqlx::query("UPDATE merchants SET time_zone = 'Asia/Tokyo'")
+        .execute(scenario.store().pool())
+        .await
+        .unwrap();
+    let before = metrics_day(chrono::Utc::now(), "Asia/Tokyo");
+
+    scenario.ingest(&payment_failed("evt_failed", 0)).await;
+    drain(&scenario.engine).await;
+
+    let after = metrics_day(chrono::Utc::now(), "Asia/Tokyo");
+    let metrics = scenario.store().daily_metrics(None).await.unwrap();
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    let day = &metrics[0];
+    assert!(day.day == before || day.day == after, "{day:?}");
+    assert_eq!(day.failed_payments, 1);
+    assert_eq!(day.retries_attempted, 2);
+    assert_eq!(day.payments_recovered, 1);
+    assert_eq!(day.amount_recovered, 2500);
+    assert_eq!(day.recovery_rate(), Some(1.0));
+    assert!(day.recovery_seconds >= 0);
+    assert!(day.mean_time_to_recovery().is_some());
 }
 
 /// Runs one decision sequence in a shape and returns what the engine

@@ -75,3 +75,34 @@ impl MetricsDelta {
 
 /// One merchant's metrics of one day in one currency, as stored.
 pub type DailyMetrics = MetricsDelta;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(failed: i64, recovered: i64, recovery_seconds: i64) -> DailyMetrics {
+        let mut metrics = MetricsDelta::zero(
+            MerchantId::new(1),
+            NaiveDate::from_ymd_opt(2026, 11, 18).unwrap(),
+            Currency::parse("usd").unwrap(),
+        );
+        metrics.failed_payments = failed;
+        metrics.payments_recovered = recovered;
+        metrics.recovery_seconds = recovery_seconds;
+        metrics
+    }
+
+    #[test]
+    fn recovery_rate_divides_recovered_by_failed() {
+        assert_eq!(day(4, 1, 0).recovery_rate(), Some(0.25));
+        assert_eq!(day(0, 1, 0).recovery_rate(), None);
+    }
+
+    #[test]
+    fn mean_time_to_recovery_averages_seconds() {
+        let mean = day(2, 2, 7200).mean_time_to_recovery();
+
+        assert_eq!(mean, Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(day(2, 0, 0).mean_time_to_recovery(), None);
+    }
+}

@@ -371,3 +371,39 @@ pub fn metrics_day(now: DateTime<Utc>, time_zone: &str) -> NaiveDate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    fn date(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn metrics_day_follows_time_zone() {
+        let cases = [
+            ("2026-11-18T23:30:00Z", "UTC", "2026-11-18"),
+            ("2026-11-18T23:30:00Z", "Asia/Tokyo", "2026-11-19"),
+            ("2026-11-18T03:30:00Z", "America/New_York", "2026-11-17"),
+            // New York is UTC-4 in summer time and UTC-5 after it ends on
+            // 2026-11-01 at 06:00 UTC.
+            ("2026-11-01T04:30:00Z", "America/New_York", "2026-11-01"),
+            ("2026-11-01T03:30:00Z", "America/New_York", "2026-10-31"),
+        ];
+        for (now, zone, expected) in cases {
+            assert_eq!(metrics_day(utc(now), zone), date(expected), "{now} {zone}");
+        }
+    }
+
+    #[test]
+    fn metrics_day_of_unknown_zone_is_utc() {
+        let now = utc("2026-11-18T23:30:00Z");
+
+        assert_eq!(metrics_day(now, "Mars/Olympus"), date("2026-11-18"));
+    }
+}
