@@ -206,8 +206,8 @@ impl Report {
 }
 
 /// Names a recovery's outcome and its reason, such as
-/// `lost: hard decline stolen_card` or `open: insufficient_funds`, with the
-/// ids and times left out so that equal decisions group together.
+/// `lost: hard decline stolen_card` or `open: insufficient_funds`, with ids
+/// left out so that equal decisions group together.
 fn decision_key(recovery: &Recovery) -> String {
     let reason = recovery
         .close_reason
@@ -223,8 +223,8 @@ fn decision_key(recovery: &Recovery) -> String {
     format!("{}: {reason}", recovery.status)
 }
 
-/// Cuts a close reason before its first id (a word with an underscore and a
-/// digit, such as `sub_1Abc`) and before `: no further retries`.
+/// Drops the ids (words with an underscore and a digit, such as `sub_1Abc`)
+/// from a close reason, and the `: no further retries` at its end.
 fn general_reason(reason: &str) -> String {
     let reason = reason.split(": no further").next().unwrap_or(reason);
     let words: Vec<&str> = reason

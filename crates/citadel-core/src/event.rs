@@ -84,10 +84,10 @@ pub enum EventKind {
 }
 
 /// The prefix of every `Idempotency-Key` Citadel sends, so that the events
-/// its own requests cause can be told apart from a customer's.
+/// its own requests cause can be distinguished from a customer's.
 pub const IDEMPOTENCY_KEY_PREFIX: &str = "citadel-";
 
-/// What caused a payment event.
+/// The cause of a payment event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {

@@ -4,7 +4,7 @@
 //! [`RecoveryStatus::Recovered`] (the invoice got paid),
 //! [`RecoveryStatus::Lost`] (a hard decline, the schedule used up, the invoice
 //! voided or deleted, or the subscription deleted or canceled), or as
-//! [`RecoveryStatus::Stopped`] when Stripe answers a retry that the invoice
+//! [`RecoveryStatus::Stopped`] when Stripe responds to a retry that the invoice
 //! needs no payment any more. Every end is final: an event that
 //! arrives later is noted in the activity ledger and changes nothing, so a paid
 //! invoice stays paid whatever Stripe delivers after.
@@ -32,7 +32,7 @@ pub enum RecoveryStatus {
     Recovered,
     /// The recovery ended without payment.
     Lost,
-    /// Stripe answered a retry that the invoice is already paid, void,
+    /// Stripe responded to a retry that the invoice is already paid, void,
     /// uncollectible or deleted. The recovery ended outside Citadel, so it
     /// counts as neither recovered nor lost.
     Stopped,

@@ -193,7 +193,7 @@ impl Intake<'_> {
 
     /// Notes a failed payment the customer made by hand (an API request that
     /// is not Citadel's). It used the customer's own card entry, so its
-    /// decline says nothing of the payment method Citadel retries: the
+    /// decline shows nothing of the payment method Citadel retries: the
     /// schedule, the retries made and the last decline stay as they are.
     async fn manual_failure(
         &mut self,

@@ -271,7 +271,7 @@ impl OutcomeWriter<'_> {
         Ok((TaskUpdate::Complete, TaskResult::Recovered))
     }
 
-    /// Ends an open recovery as stopped when Stripe answers that the invoice
+    /// Ends an open recovery as stopped when Stripe responds that the invoice
     /// is already paid, void, uncollectible or deleted. Citadel did not
     /// collect it, so it counts as neither recovered nor lost, and Stripe's
     /// own event about the invoice, when it arrives, is only noted.
