@@ -98,6 +98,19 @@ def failed_charge(invoice_id, customer, amount, currency, decline_code):
     return obj
 
 
+def subscription(subscription_id, customer, status):
+    obj = copy.deepcopy(resources["subscription"])
+    obj.update(id=subscription_id, customer=customer, status=status)
+    return obj
+
+
+def by_customer(envelope, request_id):
+    """Marks an event as caused by the customer paying by hand on Stripe's
+    hosted invoice page: a request whose idempotency key is not Citadel's."""
+    envelope["request"] = {"id": request_id, "idempotency_key": "hosted-page-" + request_id[4:]}
+    return envelope
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     soft = invoice("in_1CitadelSoftDecline", "cus_CitadelAlpha01", "sub_CitadelAlpha01", 2500, "usd", "open", 1, old_shape=False)
@@ -105,6 +118,8 @@ def main():
     exhausted = invoice("in_1CitadelAlwaysDeclines", "cus_CitadelAlpha02", "sub_CitadelAlpha02", 1200, "eur", "open", 1, old_shape=True)
     voided = invoice("in_1CitadelVoidedLater", "cus_CitadelBravo02", "sub_CitadelBravo02", 3000, "usd", "open", 1, old_shape=False)
     voided_final = invoice("in_1CitadelVoidedLater", "cus_CitadelBravo02", "sub_CitadelBravo02", 3000, "usd", "void", 1, old_shape=False)
+    canceled = invoice("in_1CitadelCanceledLater", "cus_CitadelAlpha03", "sub_CitadelAlpha03", 1500, "usd", "open", 1, old_shape=False)
+    soft_manual = invoice("in_1CitadelSoftDecline", "cus_CitadelAlpha01", "sub_CitadelAlpha01", 2500, "usd", "open", 2, old_shape=False)
     platform = invoice("in_1CitadelPlatformOwn", "cus_CitadelPlatform1", "sub_CitadelPlatform1", 990, "usd", "open", 1, old_shape=False)
 
     events = {
@@ -123,6 +138,16 @@ def main():
         "09-unhandled-plan-created.json": event(
             "evt_1CitadelPlan01", "plan.created", copy.deepcopy(resources["event"]["data"]["object"]),
             BASE_TIME + 360, ALPHA, NEW_VERSION,
+        ),
+        "10-customer-pays-by-hand-and-fails.json": by_customer(
+            event("evt_1CitadelSoft02", "invoice.payment_failed", soft_manual, BASE_TIME + 400, ALPHA, NEW_VERSION),
+            "req_CitadelHostedPage01",
+        ),
+        "11-canceled-payment-failed.json": event("evt_1CitadelCancel01", "invoice.payment_failed", canceled, BASE_TIME + 420, ALPHA, NEW_VERSION),
+        "12-canceled-subscription-updated.json": event(
+            "evt_1CitadelCancel02", "customer.subscription.updated",
+            subscription("sub_CitadelAlpha03", "cus_CitadelAlpha03", "canceled"),
+            BASE_TIME + 480, ALPHA, NEW_VERSION,
         ),
     }
     for name, body in events.items():

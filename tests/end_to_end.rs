@@ -25,12 +25,15 @@ use citadel::stripe::webhook::{WebhookVerifier, sign};
 
 #[path = "end_to_end/recovery_policy.rs"]
 mod recovery_policy;
+#[path = "end_to_end/scenarios.rs"]
+mod scenarios;
 
 const SOFT: &str = "in_1CitadelSoftDecline";
 const HARD: &str = "in_1CitadelHardDecline";
 const EXHAUSTED: &str = "in_1CitadelAlwaysDeclines";
 const VOIDED: &str = "in_1CitadelVoidedLater";
 const PLATFORM: &str = "in_1CitadelPlatformOwn";
+const CANCELED: &str = "in_1CitadelCanceledLater";
 
 fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/events")
@@ -167,11 +170,13 @@ async fn sample_events_recover_and_lose_as_scripted() {
     assert_eq!(recoveries[VOIDED].retries_made, 0);
     assert_eq!(recoveries[PLATFORM].status, RecoveryStatus::Recovered);
     assert_eq!(recoveries[PLATFORM].retries_made, 1);
+    assert_eq!(recoveries[CANCELED].status, RecoveryStatus::Lost);
+    assert_eq!(recoveries[CANCELED].retries_made, 0);
 
     // Exactly one charge per recovered invoice, none for the others.
     assert_eq!(setup.stand_in.charges(&invoice(SOFT)), 1);
     assert_eq!(setup.stand_in.charges(&invoice(PLATFORM)), 1);
-    for unpaid in [HARD, EXHAUSTED, VOIDED] {
+    for unpaid in [HARD, EXHAUSTED, VOIDED, CANCELED] {
         assert_eq!(setup.stand_in.charges(&invoice(unpaid)), 0, "{unpaid}");
     }
     let hard_requests = setup
@@ -189,8 +194,8 @@ async fn sample_events_recover_and_lose_as_scripted() {
     let failed: i64 = metrics.iter().map(|m| m.failed_payments).sum();
     assert_eq!(recovered, 2);
     assert_eq!(amount, 2500 + 990);
-    assert_eq!(lost, 3);
-    assert_eq!(failed, 5);
+    assert_eq!(lost, 4);
+    assert_eq!(failed, 6);
 
     let counts = store.task_counts().await.unwrap();
     assert_eq!(counts.pending, 0);
@@ -265,12 +270,21 @@ fn run_recover(args: &[&str]) -> (serde_json::Value, String) {
 fn recover_example_reports_the_sample_run() {
     let (report, _) = run_recover(&[]);
 
-    assert_eq!(report["events_received"], 9);
+    assert_eq!(report["events_received"], 12);
     assert_eq!(report["events_duplicate"], 1);
     assert_eq!(report["events_ignored"], 1);
     assert_eq!(report["recovered_count"], 2);
     assert_eq!(report["recovered_amount"]["usd"], 2500 + 990);
-    assert_eq!(report["lost_count"], 3);
+    assert_eq!(report["lost_count"], 4);
+    assert_eq!(
+        report["decisions_by_reason"]["lost: hard decline stolen_card: not retried"],
+        1
+    );
+    assert_eq!(
+        report["decisions_by_reason"]["lost: subscription moved to canceled"],
+        1
+    );
+    assert_eq!(report["invoices"][SOFT]["retries"], 2);
     assert_eq!(report["invoices"][HARD]["retries"], 0);
     assert_eq!(report["invoices"][HARD]["state"], "lost");
     assert_eq!(report["invoices"][SOFT]["state"], "recovered");

@@ -7,6 +7,7 @@ use serde::Serialize;
 use citadel::core::activity::ActivityFilter;
 use citadel::core::ids::MerchantId;
 use citadel::core::merchant::Merchant;
+use citadel::core::recovery::Recovery;
 use citadel::core::store::{Store, TaskCounts, TaskFilter};
 use citadel::postgres::PgStore;
 use citadel::stripe::stand_in::StandIn;
@@ -62,6 +63,7 @@ pub(crate) struct Report {
     totals: Figures,
     tasks: TaskCounts,
     decisions: BTreeMap<String, u64>,
+    decisions_by_reason: BTreeMap<String, u64>,
     invoices: BTreeMap<String, InvoiceReport>,
     merchants: Vec<MerchantReport>,
     stand_in_requests: Option<usize>,
@@ -104,6 +106,8 @@ impl Report {
             });
         }
         for recovery in store.list_recoveries(None).await? {
+            let key = decision_key(&recovery);
+            *self.decisions_by_reason.entry(key).or_default() += 1;
             let charges = stand_in.map(|stand_in| stand_in.charges(&recovery.invoice_id));
             self.invoices.insert(
                 recovery.invoice_id.to_string(),
@@ -189,11 +193,45 @@ impl Report {
             );
         }
         println!();
+        println!("recoveries by outcome and reason");
+        for (decision, count) in &self.decisions_by_reason {
+            println!("  {decision}: {count}");
+        }
+        println!();
         println!("decisions in the activity ledger");
         for (kind, count) in &self.decisions {
             println!("  {kind}: {count}");
         }
     }
+}
+
+/// Names a recovery's outcome and its reason, such as
+/// `lost: hard decline stolen_card` or `open: insufficient_funds`, with ids
+/// left out so that equal decisions group together.
+fn decision_key(recovery: &Recovery) -> String {
+    let reason = recovery
+        .close_reason
+        .as_deref()
+        .map(general_reason)
+        .or_else(|| {
+            recovery
+                .last_decline
+                .as_ref()
+                .map(|d| d.reason().to_owned())
+        })
+        .unwrap_or_else(|| "no decline reason".to_owned());
+    format!("{}: {reason}", recovery.status)
+}
+
+/// Drops the ids (words with an underscore and a digit, such as `sub_1Abc`)
+/// from a close reason, and the `: no further retries` at its end.
+fn general_reason(reason: &str) -> String {
+    let reason = reason.split(": no further").next().unwrap_or(reason);
+    let words: Vec<&str> = reason
+        .split(' ')
+        .filter(|word| !(word.contains('_') && word.chars().any(|c| c.is_ascii_digit())))
+        .collect();
+    words.join(" ")
 }
 
 async fn merchant_figures(store: &PgStore, merchant: MerchantId) -> anyhow::Result<Figures> {

@@ -46,11 +46,16 @@ pub enum ActivityKind {
     FinalActionScheduled,
     /// The merchant's final action was done on the connected account.
     FinalActionTaken,
+    /// A customer notice was sent.
+    NoticeSent,
+    /// Stripe answered a retry that the invoice needs no payment, and the
+    /// recovery ended without counting as recovered or lost.
+    RecoveryStopped,
 }
 
 impl ActivityKind {
     /// Every kind.
-    pub const ALL: [ActivityKind; 15] = [
+    pub const ALL: [ActivityKind; 17] = [
         ActivityKind::EventNoted,
         ActivityKind::RecoveryOpened,
         ActivityKind::DeclineRecorded,
@@ -66,6 +71,8 @@ impl ActivityKind {
         ActivityKind::RetryPostponed,
         ActivityKind::FinalActionScheduled,
         ActivityKind::FinalActionTaken,
+        ActivityKind::NoticeSent,
+        ActivityKind::RecoveryStopped,
     ];
 
     /// Returns the name stored in the database.
@@ -86,6 +93,8 @@ impl ActivityKind {
             ActivityKind::RetryPostponed => "retry_postponed",
             ActivityKind::FinalActionScheduled => "final_action_scheduled",
             ActivityKind::FinalActionTaken => "final_action_taken",
+            ActivityKind::NoticeSent => "notice_sent",
+            ActivityKind::RecoveryStopped => "recovery_stopped",
         }
     }
 }

@@ -9,13 +9,17 @@
 
 mod closing;
 mod intake;
+mod notify;
 mod retry;
+
+use std::sync::Arc;
 
 use chrono::Utc;
 use tracing::{Instrument, info_span};
 
 use crate::event::{Event, EventKind};
 use crate::ids::{AccountId, MerchantId, TaskId};
+use crate::notice::{LogNotifier, Notifier};
 use crate::payment::PaymentGateway;
 use crate::policy::CardCap;
 use crate::store::{EventRecord, Store, StoreError};
@@ -73,22 +77,26 @@ pub enum IntakeOutcome {
     },
 }
 
-/// Applies events and runs retries against a store and a payment gateway.
+/// Applies events and runs retries and notices against a store, a payment
+/// gateway and a notifier.
 #[derive(Debug)]
 pub struct Engine<S, G> {
     store: S,
     gateway: G,
     card_cap: CardCap,
+    notifier: Arc<dyn Notifier>,
 }
 
 impl<S: Store, G: PaymentGateway> Engine<S, G> {
     /// Creates an engine with the default card cap of
-    /// [`CardCap::default`]: 15 attempts per card in 30 days.
+    /// [`CardCap::default`] (15 attempts per card in 30 days) whose customer
+    /// notices are only logged ([`LogNotifier`]).
     pub fn new(store: S, gateway: G) -> Self {
         Self {
             store,
             gateway,
             card_cap: CardCap::default(),
+            notifier: Arc::new(LogNotifier),
         }
     }
 
@@ -101,6 +109,13 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
     /// Returns the cap on attempts per card.
     pub fn card_cap(&self) -> CardCap {
         self.card_cap
+    }
+
+    /// Sends customer notices through `notifier` instead of the log.
+    #[must_use]
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Returns the store.
@@ -174,6 +189,10 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
             EventKind::SubscriptionDeleted { subscription_id } => {
                 intake.subscription_deleted(subscription_id).await?
             }
+            EventKind::SubscriptionChanged {
+                subscription_id,
+                status,
+            } => intake.subscription_changed(subscription_id, status).await?,
             EventKind::Unhandled => false,
         };
         tx.commit().await?;
@@ -189,9 +208,9 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
         }
     }
 
-    /// Runs one claimed task (a retry, a final action or the close of a
-    /// recovery whose window ended) and records its outcome under its
-    /// lease.
+    /// Runs one claimed task (a retry, a customer notice, a final action or
+    /// the close of a recovery whose window ended) and records its outcome
+    /// under its lease.
     ///
     /// # Errors
     ///
@@ -211,6 +230,7 @@ impl<S: Store, G: PaymentGateway> Engine<S, G> {
         match task.kind.as_str() {
             TaskKind::FINAL_ACTION => closing::run_final_action(self, task).instrument(span).await,
             TaskKind::CLOSE_RECOVERY => closing::run_close(self, task).instrument(span).await,
+            TaskKind::SEND_NOTICE => notify::run(self, task).instrument(span).await,
             _ => retry::run(self, task).instrument(span).await,
         }
     }

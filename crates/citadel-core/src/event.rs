@@ -32,6 +32,9 @@ pub struct Event {
     /// The id of the API request that caused the event, or `None` when Stripe
     /// caused it itself (an automatic retry, a subscription renewal).
     pub request_id: Option<String>,
+    /// The `Idempotency-Key` of that request, when Stripe sends it
+    /// (`request.idempotency_key`, in API versions since 2017-05-25).
+    pub request_idempotency_key: Option<String>,
     /// The fields the engine acts on.
     pub kind: EventKind,
     /// The whole event as received, kept in the event record.
@@ -67,8 +70,58 @@ pub enum EventKind {
         /// The deleted subscription.
         subscription_id: SubscriptionId,
     },
+    /// `customer.subscription.created` or `customer.subscription.updated`:
+    /// the subscription's state at the event's time.
+    SubscriptionChanged {
+        /// The subscription.
+        subscription_id: SubscriptionId,
+        /// The subscription's `status`, such as `active`, `past_due` or
+        /// `canceled`.
+        status: String,
+    },
     /// Any other event type, or an event the engine does not need.
     Unhandled,
+}
+
+/// The prefix of every `Idempotency-Key` Citadel sends, so that the events
+/// its own requests cause can be distinguished from a customer's.
+pub const IDEMPOTENCY_KEY_PREFIX: &str = "citadel-";
+
+/// The cause of a payment event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Stripe itself: an automatic retry or a renewal (the event has no
+    /// request).
+    Automatic,
+    /// A request Citadel sent, such as its own `/pay` call (its idempotency
+    /// key starts with [`IDEMPOTENCY_KEY_PREFIX`]).
+    Citadel,
+    /// Any other API request: the customer paying by hand on a hosted page,
+    /// or someone in the Dashboard.
+    Manual,
+}
+
+impl Event {
+    /// Returns what caused the event, read from its `request`.
+    ///
+    /// NOTE: events rendered before API version 2017-05-25 carry no
+    /// idempotency key, so Citadel's own requests show as [`Trigger::Manual`]
+    /// there.
+    pub fn trigger(&self) -> Trigger {
+        if self.request_id.is_none() {
+            return Trigger::Automatic;
+        }
+        let ours = self
+            .request_idempotency_key
+            .as_deref()
+            .is_some_and(|key| key.starts_with(IDEMPOTENCY_KEY_PREFIX));
+        if ours {
+            Trigger::Citadel
+        } else {
+            Trigger::Manual
+        }
+    }
 }
 
 /// The way an invoice stopped needing recovery.
@@ -81,6 +134,8 @@ pub enum Settlement {
     Voided,
     /// The invoice was marked uncollectible.
     MarkedUncollectible,
+    /// The invoice was deleted (`invoice.deleted`).
+    Deleted,
 }
 
 /// The invoice fields the engine needs, read from old and new API shapes.

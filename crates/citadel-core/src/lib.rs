@@ -29,6 +29,7 @@ pub mod ids;
 pub mod merchant;
 pub mod metrics;
 pub mod money;
+pub mod notice;
 pub mod operator;
 pub mod payment;
 pub mod policy;
@@ -36,6 +37,7 @@ pub mod queue;
 pub mod recovery;
 pub mod secret;
 pub mod store;
+pub mod subscription;
 pub mod task;
 pub mod worker;
 

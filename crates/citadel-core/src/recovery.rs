@@ -1,9 +1,11 @@
 //! Recoveries: one per failed invoice, from the first failure to its end.
 //!
 //! A recovery is opened by `invoice.payment_failed` and ends as
-//! [`RecoveryStatus::Recovered`] (the invoice got paid) or
+//! [`RecoveryStatus::Recovered`] (the invoice got paid),
 //! [`RecoveryStatus::Lost`] (a hard decline, the schedule used up, the invoice
-//! voided or the subscription deleted). Both ends are final: an event that
+//! voided or deleted, or the subscription deleted or canceled), or as
+//! [`RecoveryStatus::Stopped`] when Stripe responds to a retry that the invoice
+//! needs no payment any more. Every end is final: an event that
 //! arrives later is noted in the activity ledger and changes nothing, so a paid
 //! invoice stays paid whatever Stripe delivers after.
 
@@ -30,6 +32,10 @@ pub enum RecoveryStatus {
     Recovered,
     /// The recovery ended without payment.
     Lost,
+    /// Stripe responded to a retry that the invoice is already paid, void,
+    /// uncollectible or deleted. The recovery ended outside Citadel, so it
+    /// counts as neither recovered nor lost.
+    Stopped,
 }
 
 impl RecoveryStatus {
@@ -40,12 +46,16 @@ impl RecoveryStatus {
             RecoveryStatus::Open => "open",
             RecoveryStatus::Recovered => "recovered",
             RecoveryStatus::Lost => "lost",
+            RecoveryStatus::Stopped => "stopped",
         }
     }
 
     /// Returns whether the recovery has ended.
     pub const fn is_closed(self) -> bool {
-        matches!(self, RecoveryStatus::Recovered | RecoveryStatus::Lost)
+        matches!(
+            self,
+            RecoveryStatus::Recovered | RecoveryStatus::Lost | RecoveryStatus::Stopped
+        )
     }
 }
 
@@ -57,7 +67,9 @@ impl fmt::Display for RecoveryStatus {
 
 /// An error returned for a recovery status name that is not known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid recovery status {0:?}: expected awaiting_invoice, open, recovered or lost")]
+#[error(
+    "invalid recovery status {0:?}: expected awaiting_invoice, open, recovered, lost or stopped"
+)]
 pub struct UnknownRecoveryStatus(pub String);
 
 impl FromStr for RecoveryStatus {
@@ -69,6 +81,7 @@ impl FromStr for RecoveryStatus {
             RecoveryStatus::Open,
             RecoveryStatus::Recovered,
             RecoveryStatus::Lost,
+            RecoveryStatus::Stopped,
         ]
         .into_iter()
         .find(|status| status.as_str() == value)

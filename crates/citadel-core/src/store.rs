@@ -17,11 +17,12 @@ use crate::event::{Event, EventKind};
 use crate::ids::{AccountId, EventId, InvoiceId, MerchantId, SubscriptionId, TaskId};
 use crate::merchant::{InvalidMerchant, Merchant, NewMerchant};
 use crate::metrics::{DailyMetrics, MetricsDelta};
-use crate::queue::{PruneReport, Retention, TaskWakeups, WorkerInfo};
 use crate::operator::MerchantUpdate;
 use crate::operator::token::TokenHash;
 use crate::payment::CardFingerprint;
+use crate::queue::{PruneReport, Retention, TaskWakeups, WorkerInfo};
 use crate::recovery::Recovery;
+use crate::subscription::SubscriptionState;
 use crate::task::{Lease, NewTask, Task, TaskKind, TaskStatus, TaskUpdate};
 
 /// An error from a store.
@@ -167,7 +168,10 @@ fn event_subscription(event: &Event) -> Option<SubscriptionId> {
         EventKind::InvoicePaymentFailed(invoice) | EventKind::InvoiceSettled { invoice, .. } => {
             invoice.subscription_id.clone()
         }
-        EventKind::SubscriptionDeleted { subscription_id } => Some(subscription_id.clone()),
+        EventKind::SubscriptionDeleted { subscription_id }
+        | EventKind::SubscriptionChanged {
+            subscription_id, ..
+        } => Some(subscription_id.clone()),
         _ => None,
     }
 }
@@ -360,6 +364,14 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the earliest `run_at` of a pending task that is due now, of
     /// any kind and any merchant.
     async fn oldest_due_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    // Subscriptions: the newest known state of each.
+
+    /// Returns the newest known state of a subscription.
+    async fn subscription_state(
+        &self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<SubscriptionState>, StoreError>;
 }
 
 /// One transaction. Dropping it without [`StoreTx::commit`] rolls it back.
@@ -405,8 +417,8 @@ pub trait StoreTx: Send {
     ) -> Result<bool, StoreError>;
 
     /// Returns the type of a recorded event that settled the invoice
-    /// (`invoice.paid`, `invoice.payment_succeeded`, `invoice.voided` or
-    /// `invoice.marked_uncollectible`), if any.
+    /// (`invoice.paid`, `invoice.payment_succeeded`, `invoice.voided`,
+    /// `invoice.marked_uncollectible` or `invoice.deleted`), if any.
     async fn invoice_settlement(
         &mut self,
         account: Option<&AccountId>,
@@ -500,14 +512,76 @@ pub trait StoreTx: Send {
 
     /// Records an attempt; returns `false` when its key was recorded before.
     async fn insert_card_attempt(&mut self, attempt: &CardAttempt) -> Result<bool, StoreError>;
+    // Subscriptions: the newest known state of each.
+
+    /// Returns the newest known state of a subscription. Call it under
+    /// [`StoreTx::lock_subscription`].
+    async fn subscription_state(
+        &mut self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<SubscriptionState>, StoreError>;
+
+    /// Inserts or replaces a subscription's state.
+    async fn put_subscription_state(&mut self, state: &SubscriptionState)
+    -> Result<(), StoreError>;
 }
 
-/// Returns the day a metric counts on.
+/// Returns the day a metric counts on: the date at `now` in the merchant's
+/// time zone (an IANA name such as `Asia/Tokyo`), so a merchant's day ends at
+/// its own midnight.
 ///
-/// TODO: count on the day in the merchant's time zone; until then every
-/// merchant's day is the UTC day.
-pub fn metrics_day(now: DateTime<Utc>) -> NaiveDate {
-    now.date_naive()
+/// A name the time zone database does not know counts on the UTC day, with a
+/// warning in the log. Registration and the operator API reject such names,
+/// so only a row written around them has one.
+pub fn metrics_day(now: DateTime<Utc>, time_zone: &str) -> NaiveDate {
+    match time_zone.parse::<chrono_tz::Tz>() {
+        Ok(zone) => now.with_timezone(&zone).date_naive(),
+        Err(error) => {
+            tracing::warn!(
+                merchant.time_zone = time_zone,
+                %error,
+                "unknown time zone: metrics count on the UTC day"
+            );
+            now.date_naive()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    fn date(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn metrics_day_follows_time_zone() {
+        let cases = [
+            ("2026-11-18T23:30:00Z", "UTC", "2026-11-18"),
+            ("2026-11-18T23:30:00Z", "Asia/Tokyo", "2026-11-19"),
+            ("2026-11-18T03:30:00Z", "America/New_York", "2026-11-17"),
+            // New York is UTC-4 in summer time and UTC-5 after it ends on
+            // 2026-11-01 at 06:00 UTC.
+            ("2026-11-01T04:30:00Z", "America/New_York", "2026-11-01"),
+            ("2026-11-01T03:30:00Z", "America/New_York", "2026-10-31"),
+        ];
+        for (now, zone, expected) in cases {
+            assert_eq!(metrics_day(utc(now), zone), date(expected), "{now} {zone}");
+        }
+    }
+
+    #[test]
+    fn metrics_day_of_unknown_zone_is_utc() {
+        let now = utc("2026-11-18T23:30:00Z");
+
+        assert_eq!(metrics_day(now, "Mars/Olympus"), date("2026-11-18"));
+    }
 }
 
 // Operator API

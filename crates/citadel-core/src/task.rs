@@ -172,6 +172,10 @@ impl TaskKind {
     /// The kind of the task that retries a failed invoice payment.
     pub const RETRY_PAYMENT: &'static str = "retry_payment";
 
+    /// The kind of the task that sends a customer notice; its payload is a
+    /// [`Notice`](crate::notice::Notice).
+    pub const SEND_NOTICE: &'static str = "send_notice";
+
     /// Creates a kind from its name.
     pub fn new(name: impl Into<String>) -> Self {
         Self(name.into())

@@ -521,4 +521,3 @@ fn add(total: &mut BatchReport, report: &BatchReport) {
     total.abandoned += report.abandoned;
     total.released += report.released;
 }
-

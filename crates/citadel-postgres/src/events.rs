@@ -68,7 +68,8 @@ pub(crate) async fn settlement(
         WHERE account_id = $1
           AND invoice_id = $2
           AND event_type IN ('invoice.paid', 'invoice.payment_succeeded',
-                             'invoice.voided', 'invoice.marked_uncollectible')
+                             'invoice.voided', 'invoice.marked_uncollectible',
+                             'invoice.deleted')
         ORDER BY created_at DESC
         LIMIT 1";
 

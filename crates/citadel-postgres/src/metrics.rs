@@ -26,6 +26,7 @@ struct MetricsRow {
     amount_recovered: i64,
     payments_lost: i64,
     amount_lost: i64,
+    recovery_seconds: i64,
 }
 
 impl TryFrom<MetricsRow> for DailyMetrics {
@@ -47,6 +48,7 @@ impl TryFrom<MetricsRow> for DailyMetrics {
             amount_recovered: row.amount_recovered,
             payments_lost: row.payments_lost,
             amount_lost: row.amount_lost,
+            recovery_seconds: row.recovery_seconds,
         })
     }
 }
@@ -59,15 +61,17 @@ pub(crate) async fn add(
     const SQL: &str = "
         INSERT INTO daily_metrics
             (merchant_id, day, currency, failed_payments, retries_attempted,
-             payments_recovered, amount_recovered, payments_lost, amount_lost)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             payments_recovered, amount_recovered, payments_lost, amount_lost,
+             recovery_seconds)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         ON CONFLICT (merchant_id, day, currency) DO UPDATE
         SET failed_payments = daily_metrics.failed_payments + EXCLUDED.failed_payments,
             retries_attempted = daily_metrics.retries_attempted + EXCLUDED.retries_attempted,
             payments_recovered = daily_metrics.payments_recovered + EXCLUDED.payments_recovered,
             amount_recovered = daily_metrics.amount_recovered + EXCLUDED.amount_recovered,
             payments_lost = daily_metrics.payments_lost + EXCLUDED.payments_lost,
-            amount_lost = daily_metrics.amount_lost + EXCLUDED.amount_lost";
+            amount_lost = daily_metrics.amount_lost + EXCLUDED.amount_lost,
+            recovery_seconds = daily_metrics.recovery_seconds + EXCLUDED.recovery_seconds";
 
     sqlx::query(SQL)
         .bind(delta.merchant_id.get())
@@ -79,6 +83,7 @@ pub(crate) async fn add(
         .bind(delta.amount_recovered)
         .bind(delta.payments_lost)
         .bind(delta.amount_lost)
+        .bind(delta.recovery_seconds)
         .execute(executor)
         .await
         .map_err(database("adding to daily metrics"))?;

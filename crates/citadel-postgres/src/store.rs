@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use citadel_core::activity::{Activity, ActivityFilter};
-use citadel_core::ids::{AccountId, InvoiceId, MerchantId, TaskId};
+use citadel_core::ids::{AccountId, InvoiceId, MerchantId, SubscriptionId, TaskId};
 use citadel_core::merchant::{Merchant, NewMerchant};
 use citadel_core::metrics::DailyMetrics;
 use citadel_core::operator::MerchantUpdate;
@@ -15,6 +15,7 @@ use citadel_core::recovery::Recovery;
 use citadel_core::store::{
     ClaimRequest, Store, StoreError, StoreTx, TaskChange, TaskCounts, TaskFilter,
 };
+use citadel_core::subscription::SubscriptionState;
 use citadel_core::task::{Lease, Task, TaskKind};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -23,7 +24,9 @@ use uuid::Uuid;
 use crate::error::{PgError, database, redact_url};
 use crate::listen::PgWakeups;
 use crate::tx::PgTx;
-use crate::{activity, merchants, metrics, operator, prune, recoveries, tasks, workers};
+use crate::{
+    activity, merchants, metrics, operator, prune, recoveries, subscriptions, tasks, workers,
+};
 
 /// The migrations in this crate's `migrations/` folder, embedded at compile
 /// time.
@@ -342,5 +345,15 @@ impl Store for PgStore {
 
     async fn oldest_due_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         operator::oldest_due_run_at(&self.pool).await
+    }
+
+    // Subscriptions: the newest known state of each.
+
+    async fn subscription_state(
+        &self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<SubscriptionState>, StoreError> {
+        subscriptions::get(&self.pool, merchant, subscription).await
     }
 }

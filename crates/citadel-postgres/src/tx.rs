@@ -13,11 +13,12 @@ use citadel_core::metrics::MetricsDelta;
 use citadel_core::payment::CardFingerprint;
 use citadel_core::recovery::Recovery;
 use citadel_core::store::{CardAttempt, EventRecord, StoreError, StoreTx};
+use citadel_core::subscription::SubscriptionState;
 use citadel_core::task::{Lease, NewTask, TaskUpdate};
 use sqlx::{Postgres, Transaction};
 
 use crate::error::database;
-use crate::{activity, cards, events, merchants, metrics, recoveries, tasks};
+use crate::{activity, cards, events, merchants, metrics, recoveries, subscriptions, tasks};
 
 /// A store transaction.
 #[derive(Debug)]
@@ -177,5 +178,22 @@ impl StoreTx for PgTx {
 
     async fn insert_card_attempt(&mut self, attempt: &CardAttempt) -> Result<bool, StoreError> {
         cards::insert_attempt(&mut *self.tx, attempt).await
+    }
+
+    // Subscriptions: the newest known state of each.
+
+    async fn subscription_state(
+        &mut self,
+        merchant: MerchantId,
+        subscription: &SubscriptionId,
+    ) -> Result<Option<SubscriptionState>, StoreError> {
+        subscriptions::get(&mut *self.tx, merchant, subscription).await
+    }
+
+    async fn put_subscription_state(
+        &mut self,
+        state: &SubscriptionState,
+    ) -> Result<(), StoreError> {
+        subscriptions::put(&mut *self.tx, state).await
     }
 }

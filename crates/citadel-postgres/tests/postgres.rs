@@ -21,7 +21,7 @@ use citadel_core::payment::{
 use citadel_core::policy::RecoveryPolicy;
 use citadel_core::recovery::{Recovery, RecoveryStatus};
 use citadel_core::store::{ClaimRequest, EventRecord, Store, StoreError, TaskFilter};
-use citadel_core::task::{Lease, NewTask, TaskKind, TaskStatus, TaskUpdate};
+use citadel_core::task::{Lease, NewTask, Task, TaskKind, TaskStatus, TaskUpdate};
 use citadel_core::{Engine, IntakeOutcome, Worker, WorkerConfig};
 use citadel_postgres::PgStore;
 use citadel_postgres::ephemeral::{EphemeralError, EphemeralPostgres, TestDatabase, fresh_store};
@@ -108,6 +108,15 @@ fn claim_request(worker: &str, limit: u32) -> ClaimRequest {
     }
 }
 
+/// Lists the retry tasks, without the customer notice tasks beside them.
+async fn retry_tasks(store: &PgStore) -> Vec<Task> {
+    let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    tasks
+        .into_iter()
+        .filter(|task| task.kind.as_str() == TaskKind::RETRY_PAYMENT)
+        .collect()
+}
+
 async fn count(store: &PgStore, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(store.pool())
@@ -143,6 +152,7 @@ fn payment_failed(event_id: &str, account_id: &str, invoice_id: &str) -> Event {
         api_version: Some("2025-03-31.basil".to_owned()),
         livemode: false,
         request_id: None,
+        request_idempotency_key: None,
         kind: EventKind::InvoicePaymentFailed(snapshot),
         payload: json!({"id": event_id, "type": "invoice.payment_failed"}),
     }
@@ -1030,7 +1040,11 @@ async fn ingest_twice_applies_once() {
         1
     );
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         1
     );
 }
@@ -1082,7 +1096,11 @@ async fn concurrent_ingest_of_same_event_applies_once() {
         expected
     );
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         expected
     );
     assert_eq!(
@@ -1116,7 +1134,11 @@ async fn ingest_for_unknown_account_applies_after_registration() {
         0
     );
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         0
     );
 
@@ -1130,7 +1152,11 @@ async fn ingest_for_unknown_account_applies_after_registration() {
         }
     );
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         1
     );
 }
@@ -1160,16 +1186,18 @@ async fn worker_recovers_payment_after_decline() {
 
     let declined = worker.run_batch().await.unwrap();
     let paid = worker.run_batch().await.unwrap();
+    let notice = worker.run_batch().await.unwrap();
     let idle = worker.run_batch().await.unwrap();
 
-    assert_eq!(declined.claimed, 1);
+    assert_eq!(declined.claimed, 2, "retry 1 and the payment_failed notice");
     assert_eq!(declined.retried, 1);
     assert_eq!(paid.claimed, 1);
     assert_eq!(paid.recovered, 1);
+    assert_eq!(notice.claimed, 1, "the payment_recovered notice");
     assert_eq!(idle.claimed, 0);
 
     let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
-    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks.len(), 4);
     assert!(
         tasks
             .iter()
@@ -1214,9 +1242,11 @@ async fn worker_recovers_payment_after_decline() {
         [
             ActivityKind::RecoveryOpened,
             ActivityKind::RetryScheduled,
+            ActivityKind::NoticeSent,
             ActivityKind::RetryDeclined,
             ActivityKind::RetryScheduled,
             ActivityKind::PaymentRecovered,
+            ActivityKind::NoticeSent,
         ]
     );
     assert!(
@@ -1254,9 +1284,9 @@ async fn worker_skips_task_of_settled_invoice() {
             merchant_id: merchant.id
         }
     );
-    let counts = store.task_counts().await.unwrap();
-    assert_eq!(counts.pending, 0);
-    assert_eq!(counts.cancelled, 1);
+    let retries = retry_tasks(&store).await;
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0].status, TaskStatus::Cancelled);
     let recovery = store
         .recovery(merchant.id, &invoice("in_1"))
         .await
@@ -1264,7 +1294,12 @@ async fn worker_skips_task_of_settled_invoice() {
         .unwrap();
     assert_eq!(recovery.status, RecoveryStatus::Recovered);
     let worker = Worker::new(engine, WorkerConfig::default());
-    assert_eq!(worker.run_batch().await.unwrap().claimed, 0);
+    let report = worker.run_batch().await.unwrap();
+    assert_eq!(
+        report.claimed, 2,
+        "only the payment_failed and payment_recovered notices run"
+    );
+    assert_eq!(report.recovered, 0);
 }
 
 /// Checks that timestamps survive the round trip at microsecond precision,
@@ -1448,7 +1483,11 @@ async fn settlement_delivered_before_failure_wins() {
         let recovery = store.recovery(merchant.id, &invoice("in_1")).await.unwrap();
         assert!(recovery.is_none(), "{kind:?}: {recovery:?}");
         assert_eq!(
-            count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+            count(
+                &store,
+                "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+            )
+            .await,
             0,
             "{kind:?}"
         );
@@ -1494,7 +1533,7 @@ async fn concurrent_settlement_and_failure_leave_no_retry() {
     assert_eq!(
         count(
             &store,
-            "SELECT count(*) FROM scheduled_tasks WHERE status = 'pending'"
+            "SELECT count(*) FROM scheduled_tasks WHERE status = 'pending' AND kind = 'retry_payment'"
         )
         .await,
         0,
@@ -1579,11 +1618,12 @@ async fn repeated_failures_consume_no_retry() {
             .unwrap();
     }
 
-    let counts = store.task_counts().await.unwrap();
-    assert_eq!(
-        counts.pending, 1,
-        "one retry, whatever the number of failures"
-    );
+    let pending = retry_tasks(&store)
+        .await
+        .into_iter()
+        .filter(|task| task.status == TaskStatus::Pending)
+        .count();
+    assert_eq!(pending, 1, "one retry, whatever the number of failures");
     let recovery = store
         .recovery(merchant.id, &invoice("in_1"))
         .await
@@ -1680,7 +1720,11 @@ async fn older_soft_decline_keeps_known_hard_decline() {
     assert_eq!(recovery.status, RecoveryStatus::Lost);
     assert_eq!(recovery.last_decline.unwrap().reason(), "stolen_card");
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         0
     );
 }
@@ -1720,7 +1764,11 @@ async fn subscription_deleted_before_failure_wins() {
     let recovery = store.recovery(merchant.id, &invoice("in_1")).await.unwrap();
     assert!(recovery.is_none(), "{recovery:?}");
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         0
     );
     let noted = count(
@@ -1741,7 +1789,11 @@ async fn subscription_deleted_before_failure_wins() {
     };
     engine.ingest(&other).await.unwrap();
     assert_eq!(
-        count(&store, "SELECT count(*) FROM scheduled_tasks").await,
+        count(
+            &store,
+            "SELECT count(*) FROM scheduled_tasks WHERE kind = 'retry_payment'"
+        )
+        .await,
         1,
         "another subscription's invoice still gets its retry"
     );
@@ -1805,7 +1857,7 @@ async fn rate_limit_gives_back_the_attempt() {
         .unwrap();
 
     assert_eq!(report.retried, 1);
-    let tasks = store.list_tasks(&TaskFilter::default()).await.unwrap();
+    let tasks = retry_tasks(&store).await;
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].status, TaskStatus::Pending);
     assert_eq!(

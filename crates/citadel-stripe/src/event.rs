@@ -7,15 +7,22 @@
 //!
 //! - The envelope: `id`, `type`, `created` and `data.object` are required.
 //!   `account` (set on Connect events, named `user_id` before API version
-//!   2017-05-25), `request`, `api_version` and `livemode` are read when
-//!   present.
+//!   2017-05-25), `request` (its id and idempotency key), `api_version` and
+//!   `livemode` are read when present.
 //! - Invoices: the id, the customer, the amounts, the attempt count and the
 //!   status. The subscription comes from the top-level `subscription` (API
 //!   versions before 2025-03-31) or from `parent.subscription_details`
 //!   (since). A decline reason is read when the event embeds the failed
 //!   charge or payment intent as an expanded object.
 //! - `charge.failed` and `payment_intent.payment_failed`: the invoice they
-//!   paid (their `invoice` field exists before 2025-03-31) and the decline.
+//!   paid (their `invoice` field exists before 2025-03-31) and the decline,
+//!   from `failure_code` and `outcome` on a charge and from
+//!   `last_payment_error` on a payment intent.
+//! - `invoice.paid`, `invoice.payment_succeeded`, `invoice.voided`,
+//!   `invoice.marked_uncollectible` and `invoice.deleted`: the invoice, as a
+//!   settlement.
+//! - `customer.subscription.created` and `.updated`: the id and `status`;
+//!   `customer.subscription.deleted`: the id.
 //!
 //! Unknown fields, and changes to fields the engine does not use, never fail
 //! a parse. A field the engine needs that is missing or of the wrong type is
@@ -176,6 +183,7 @@ pub fn parse_event(payload: &[u8]) -> Result<Event, ParseError> {
         api_version: envelope.api_version,
         livemode: envelope.livemode,
         request_id: envelope.request_id,
+        request_idempotency_key: envelope.request_idempotency_key,
         kind: envelope.kind,
         payload,
     })
@@ -190,6 +198,7 @@ struct Envelope {
     api_version: Option<String>,
     livemode: bool,
     request_id: Option<String>,
+    request_idempotency_key: Option<String>,
     kind: EventKind,
 }
 
@@ -218,6 +227,7 @@ impl Envelope {
             api_version: event.lenient_str("api_version").map(str::to_owned),
             livemode: event.get("livemode").and_then(Value::as_bool) == Some(true),
             request_id: request_id(event),
+            request_idempotency_key: request_idempotency_key(event),
         })
     }
 }
@@ -248,6 +258,15 @@ fn request_id(event: &Node<'_>) -> Option<String> {
     id.map(str::to_owned)
 }
 
+/// Reads `request.idempotency_key`, which API versions before 2017-05-25 do
+/// not send.
+fn request_idempotency_key(event: &Node<'_>) -> Option<String> {
+    let key = event
+        .lenient_object("request")?
+        .lenient_str("idempotency_key")?;
+    Some(key.to_owned())
+}
+
 fn read_kind(event_type: &str, object: &Node<'_>) -> Result<EventKind, ParseError> {
     let settled = |settlement| -> Result<EventKind, ParseError> {
         Ok(EventKind::InvoiceSettled {
@@ -261,9 +280,16 @@ fn read_kind(event_type: &str, object: &Node<'_>) -> Result<EventKind, ParseErro
         "invoice.paid" | "invoice.payment_succeeded" => settled(Settlement::Paid),
         "invoice.voided" => settled(Settlement::Voided),
         "invoice.marked_uncollectible" => settled(Settlement::MarkedUncollectible),
+        "invoice.deleted" => settled(Settlement::Deleted),
         "customer.subscription.deleted" => Ok(EventKind::SubscriptionDeleted {
             subscription_id: object.id("id", SubscriptionId::parse)?,
         }),
+        "customer.subscription.created" | "customer.subscription.updated" => {
+            Ok(EventKind::SubscriptionChanged {
+                subscription_id: object.id("id", SubscriptionId::parse)?,
+                status: object.required_str("status")?.to_owned(),
+            })
+        }
         "charge.failed" => read_payment_declined(object, charge_decline),
         "payment_intent.payment_failed" => read_payment_declined(object, payment_intent_decline),
         _ => Ok(EventKind::Unhandled),

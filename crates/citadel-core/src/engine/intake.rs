@@ -5,15 +5,19 @@ use serde_json::json;
 
 use super::closing;
 use crate::activity::{ActivityKind, NewActivity};
-use crate::event::{Event, InvoiceSnapshot, Settlement};
+use crate::event::{Event, IDEMPOTENCY_KEY_PREFIX, InvoiceSnapshot, Settlement, Trigger};
 use crate::ids::{InvoiceId, SubscriptionId};
 use crate::merchant::Merchant;
 use crate::metrics::MetricsDelta;
+use crate::notice::NoticeKind;
 use crate::payment::Decline;
 use crate::policy::{DeclineClass, classify_with};
 use crate::recovery::{Recovery, RecoveryStatus};
 use crate::store::{CardAttempt, StoreError, StoreTx, metrics_day};
+use crate::subscription::{CANCELED, SubscriptionState};
 use crate::task::{DEFAULT_MAX_ATTEMPTS, NewTask, RetryPayment, TaskKind};
+
+use super::notify;
 
 pub(super) struct Intake<'a> {
     pub(super) tx: &'a mut dyn StoreTx,
@@ -123,19 +127,30 @@ impl Intake<'_> {
         Ok(true)
     }
 
-    /// Returns whether the invoice's subscription was deleted by an event
-    /// recorded earlier, noting the failure as not applied if so. Stripe
-    /// delivers events in no set order, so the deletion can come first.
+    /// Returns whether the invoice's subscription was deleted or canceled by
+    /// an event recorded earlier, noting the failure as not applied if so.
+    /// Stripe delivers events in no set order, so the deletion can come
+    /// first.
     async fn stopped_before(&mut self, invoice: &InvoiceSnapshot) -> Result<bool, StoreError> {
         let Some(subscription) = &invoice.subscription_id else {
             return Ok(false);
         };
         let account = self.event.account.as_ref();
-        if !self.tx.subscription_deleted(account, subscription).await? {
+        let deleted = self.tx.subscription_deleted(account, subscription).await?;
+        let state = self
+            .tx
+            .subscription_state(self.merchant.id, subscription)
+            .await?;
+        let ended = state.filter(SubscriptionState::is_ended);
+        if !deleted && ended.is_none() {
             return Ok(false);
         }
+        let how = match ended {
+            Some(state) if !deleted => state.status,
+            _ => "deleted".to_owned(),
+        };
         let message = format!(
-            "invoice.payment_failed not applied: subscription {subscription} was already deleted"
+            "invoice.payment_failed not applied: subscription {subscription} was already {how}"
         );
         self.log(
             ActivityKind::EventNoted,
@@ -147,17 +162,23 @@ impl Intake<'_> {
         Ok(true)
     }
 
-    /// Applies another failure of an open recovery's invoice. A hard decline
-    /// ends the recovery. Otherwise the next retry is scheduled unless it is
-    /// already live, so the failure webhook of Citadel's own retry, Stripe's
-    /// own retries and a customer's manual attempts consume no retry.
+    /// Applies another failure of an open recovery's invoice. A customer's
+    /// own payment attempt is only noted. A hard decline ends the recovery.
+    /// Otherwise the next retry is scheduled unless it is already live, so
+    /// the failure webhook of Citadel's own retry and Stripe's own retries
+    /// consume no retry. An event older than one already applied never
+    /// replaces the last decline.
     async fn failed_again(
         &mut self,
         recovery: &mut Recovery,
         invoice: &InvoiceSnapshot,
     ) -> Result<bool, StoreError> {
+        if self.event.trigger() == Trigger::Manual {
+            return self.manual_failure(recovery, invoice).await;
+        }
+        let newest = self.event.created >= recovery.last_event_at;
         recovery.saw_event(self.event.created);
-        if let Some(decline) = &invoice.decline {
+        if let Some(decline) = invoice.decline.as_ref().filter(|_| newest) {
             recovery.last_decline = Some(decline.clone());
         }
 
@@ -181,6 +202,25 @@ impl Intake<'_> {
         }
         self.tx.update_recovery(recovery).await?;
         Ok(true)
+    }
+
+    /// Notes a failed payment the customer made by hand (an API request that
+    /// is not Citadel's). It used the customer's own card entry, so its
+    /// decline shows nothing of the payment method Citadel retries: the
+    /// schedule, the retries made and the last decline stay as they are.
+    async fn manual_failure(
+        &mut self,
+        recovery: &mut Recovery,
+        invoice: &InvoiceSnapshot,
+    ) -> Result<bool, StoreError> {
+        let reason = invoice
+            .decline
+            .as_ref()
+            .map_or("no reason given", Decline::reason);
+        let message = format!(
+            "customer's own payment attempt failed ({reason}): scheduled retries unchanged"
+        );
+        self.note(recovery, message).await
     }
 
     /// Schedules the retry after the ones already made, or ends the recovery
@@ -296,8 +336,8 @@ impl Intake<'_> {
         Ok(true)
     }
 
-    /// Ends the recovery of an invoice that was paid, voided or marked
-    /// uncollectible, cancelling its pending retries.
+    /// Ends the recovery of an invoice that was paid, voided, marked
+    /// uncollectible or deleted, cancelling its pending retries.
     pub(super) async fn settled(
         &mut self,
         invoice: &InvoiceSnapshot,
@@ -335,7 +375,10 @@ impl Intake<'_> {
                     let mut delta = self.delta(amount.currency);
                     delta.payments_recovered = 1;
                     delta.amount_recovered = amount.minor_units;
+                    delta.recovery_seconds = (self.now - recovery.opened_at).num_seconds().max(0);
                     self.tx.add_metrics(&delta).await?;
+                    notify::schedule(self.tx, &recovery, NoticeKind::PaymentRecovered, self.now)
+                        .await?;
                 }
                 let message = format!(
                     "invoice paid ({}): recovered {amount}",
@@ -349,7 +392,7 @@ impl Intake<'_> {
                 )
                 .await?;
             }
-            Settlement::Voided | Settlement::MarkedUncollectible => {
+            Settlement::Voided | Settlement::MarkedUncollectible | Settlement::Deleted => {
                 let reason = format!("{}: no further retries", self.event.event_type);
                 if counted {
                     self.lose(&mut recovery, reason).await?;
@@ -362,7 +405,8 @@ impl Intake<'_> {
         Ok(true)
     }
 
-    /// Ends every open recovery of a deleted subscription.
+    /// Records a deleted subscription as canceled and ends its open
+    /// recoveries.
     pub(super) async fn subscription_deleted(
         &mut self,
         subscription: &SubscriptionId,
@@ -370,6 +414,71 @@ impl Intake<'_> {
         self.tx
             .lock_subscription(self.merchant.id, subscription)
             .await?;
+        self.put_subscription_state(subscription, CANCELED).await?;
+        self.end_subscription_recoveries(subscription, "deleted")
+            .await
+    }
+
+    /// Records a subscription's status from `customer.subscription.created`
+    /// or `.updated`, unless a newer state is known, and ends the open
+    /// recoveries of a subscription that moved to an ended status
+    /// (`canceled`, `incomplete_expired`).
+    pub(super) async fn subscription_changed(
+        &mut self,
+        subscription: &SubscriptionId,
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        self.tx
+            .lock_subscription(self.merchant.id, subscription)
+            .await?;
+        if !self.put_subscription_state(subscription, status).await? {
+            let message = format!(
+                "{} not applied: a newer state of subscription {subscription} is known",
+                self.event.event_type
+            );
+            self.log_without_invoice(message).await?;
+            return Ok(true);
+        }
+        if !crate::subscription::is_ended_status(status) {
+            return Ok(true);
+        }
+        let how = format!("moved to {status}");
+        self.end_subscription_recoveries(subscription, &how).await?;
+        Ok(true)
+    }
+
+    /// Stores the subscription's status at the event's time; returns `false`
+    /// when a newer state was known, which is kept.
+    async fn put_subscription_state(
+        &mut self,
+        subscription: &SubscriptionId,
+        status: &str,
+    ) -> Result<bool, StoreError> {
+        let known = self
+            .tx
+            .subscription_state(self.merchant.id, subscription)
+            .await?;
+        let created = self.event.created;
+        if known.is_some_and(|known| !known.is_replaced_by(status, created)) {
+            return Ok(false);
+        }
+        let state = SubscriptionState {
+            merchant_id: self.merchant.id,
+            subscription_id: subscription.clone(),
+            status: status.to_owned(),
+            last_event_at: created,
+        };
+        self.tx.put_subscription_state(&state).await?;
+        Ok(true)
+    }
+
+    /// Ends every open recovery of a subscription that was deleted or
+    /// canceled (`how`), cancelling their pending retries.
+    async fn end_subscription_recoveries(
+        &mut self,
+        subscription: &SubscriptionId,
+        how: &str,
+    ) -> Result<bool, StoreError> {
         let recoveries = self
             .tx
             .lock_open_recoveries_of_subscription(self.merchant.id, subscription)
@@ -378,7 +487,7 @@ impl Intake<'_> {
         for mut recovery in recoveries {
             recovery.saw_event(self.event.created);
             self.cancel_tasks(&recovery).await?;
-            let reason = format!("subscription {subscription} deleted: no further retries");
+            let reason = format!("subscription {subscription} {how}: no further retries");
             if recovery.status == RecoveryStatus::Open {
                 self.lose(&mut recovery, reason).await?;
             } else {
@@ -434,6 +543,7 @@ impl Intake<'_> {
         };
         let task = retry_task(self.merchant, &recovery.invoice_id, 1, run_at);
         let task_id = self.tx.insert_task(&task).await?;
+        notify::schedule(self.tx, recovery, NoticeKind::PaymentFailed, self.now).await?;
         let message = format!(
             "retry 1 of {} scheduled for {run_at}",
             self.merchant.policy.max_retries()
@@ -527,7 +637,7 @@ impl Intake<'_> {
         )
         .await?;
         recovery.close(RecoveryStatus::Lost, reason, self.now);
-        Ok(())
+        notify::schedule(self.tx, recovery, NoticeKind::RecoveryLost, self.now).await
     }
 
     async fn note(&mut self, recovery: &mut Recovery, message: String) -> Result<bool, StoreError> {
@@ -559,8 +669,16 @@ impl Intake<'_> {
         self.tx.insert_activity(&entry).await
     }
 
+    async fn log_without_invoice(&mut self, message: String) -> Result<(), StoreError> {
+        tracing::info!(activity = %ActivityKind::EventNoted, "{message}");
+        let entry = NewActivity::new(self.merchant.id, ActivityKind::EventNoted, message)
+            .event(&self.event.id);
+        self.tx.insert_activity(&entry).await
+    }
+
     fn delta(&self, currency: crate::money::Currency) -> MetricsDelta {
-        MetricsDelta::zero(self.merchant.id, metrics_day(self.now), currency)
+        let day = metrics_day(self.now, &self.merchant.time_zone);
+        MetricsDelta::zero(self.merchant.id, day, currency)
     }
 }
 
@@ -574,7 +692,10 @@ pub(super) fn retry_task(
     let payload = RetryPayment {
         invoice_id: invoice_id.clone(),
         attempt,
-        idempotency_key: format!("citadel-{}-{invoice_id}-retry-{attempt}", merchant.id),
+        idempotency_key: format!(
+            "{IDEMPOTENCY_KEY_PREFIX}{}-{invoice_id}-retry-{attempt}",
+            merchant.id
+        ),
     };
     NewTask {
         merchant_id: merchant.id,

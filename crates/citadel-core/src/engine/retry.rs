@@ -3,11 +3,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{Engine, EngineError, closing, intake::retry_task};
+use super::{Engine, EngineError, closing, intake::retry_task, notify};
 use crate::activity::{ActivityKind, NewActivity};
 use crate::merchant::Merchant;
 use crate::metrics::MetricsDelta;
 use crate::money::Money;
+use crate::notice::NoticeKind;
 use crate::payment::{Decline, IdempotencyKey, PayInvoice, PaymentGateway, PaymentOutcome};
 use crate::policy::{DeclineDecision, after_decline, transient_backoff};
 use crate::recovery::{Recovery, RecoveryStatus};
@@ -235,18 +236,7 @@ impl OutcomeWriter<'_> {
                 self.lose(reason).await?;
                 Ok((TaskUpdate::Complete, TaskResult::Lost))
             }
-            PaymentOutcome::NotPayable { message } => {
-                // NOTE: the recovery stays open until Stripe's own event
-                // (invoice.paid, invoice.voided, …) reports how the invoice ended.
-                // TODO: close it on invoice.deleted too, which intake does not
-                // handle yet.
-                let message = format!(
-                    "invoice not payable ({message}); waiting for Stripe's event to close the recovery"
-                );
-                self.log(ActivityKind::RetrySkipped, message, serde_json::Value::Null)
-                    .await?;
-                Ok((TaskUpdate::Complete, TaskResult::Completed))
-            }
+            PaymentOutcome::NotPayable { message } => self.not_payable(message).await,
             PaymentOutcome::Processing { message } => self.processing(message).await,
             PaymentOutcome::RateLimited { retry_after } => self.rate_limited(retry_after).await,
             PaymentOutcome::Transient { message } => {
@@ -286,20 +276,56 @@ impl OutcomeWriter<'_> {
             message.push_str(", and the loss counted when the recovery ended is taken back");
         }
         if counted {
+            let recovery_seconds = (self.now - self.recovery.opened_at).num_seconds().max(0);
             self.recovery.amount_recovered = Some(amount_paid);
             self.recovery
                 .close(RecoveryStatus::Recovered, "paid by a retry", self.now);
             self.add_metrics(|delta| {
                 delta.payments_recovered = 1;
                 delta.amount_recovered = amount_paid.minor_units;
+                delta.recovery_seconds = recovery_seconds;
             })
             .await?;
+            let kind = NoticeKind::PaymentRecovered;
+            notify::schedule(self.tx, self.recovery, kind, self.now).await?;
         }
 
         let details = json!({"counted": counted});
         self.log(ActivityKind::PaymentRecovered, message, details)
             .await?;
         Ok((TaskUpdate::Complete, TaskResult::Recovered))
+    }
+
+    /// Ends an open recovery as stopped when Stripe responds that the invoice
+    /// is already paid, void, uncollectible or deleted. Citadel did not
+    /// collect it, so it counts as neither recovered nor lost, and Stripe's
+    /// own event about the invoice, when it arrives, is only noted.
+    async fn not_payable(
+        &mut self,
+        message: String,
+    ) -> Result<(TaskUpdate, TaskResult), EngineError> {
+        if self.recovery.status != RecoveryStatus::Open {
+            let note = format!(
+                "invoice not payable ({message}); the recovery had already ended as {}",
+                self.recovery.status
+            );
+            self.log(ActivityKind::RetrySkipped, note, serde_json::Value::Null)
+                .await?;
+            return Ok((TaskUpdate::Complete, TaskResult::Completed));
+        }
+
+        let cancelled = self
+            .tx
+            .cancel_pending_tasks(self.run.merchant.id, &self.recovery.invoice_id)
+            .await?;
+        let reason = format!("Stripe reports the invoice is not payable: {message}");
+        let note = format!("recovery stopped: {reason}; not counted as recovered or lost");
+        let details = json!({"cancelled": cancelled});
+        self.log(ActivityKind::RecoveryStopped, note, details)
+            .await?;
+        self.recovery
+            .close(RecoveryStatus::Stopped, reason, self.now);
+        Ok((TaskUpdate::Complete, TaskResult::Completed))
     }
 
     /// Subtracts the loss that ending this recovery added to the metrics, on
@@ -309,7 +335,8 @@ impl OutcomeWriter<'_> {
         let Some(amount_due) = self.recovery.amount_due else {
             return Ok(());
         };
-        let day = metrics_day(self.recovery.closed_at.unwrap_or(self.now));
+        let closed_at = self.recovery.closed_at.unwrap_or(self.now);
+        let day = metrics_day(closed_at, &self.run.merchant.time_zone);
         let mut delta = MetricsDelta::zero(self.run.merchant.id, day, amount_due.currency);
         delta.payments_lost = -1;
         delta.amount_lost = -amount_due.minor_units;
@@ -536,6 +563,8 @@ impl OutcomeWriter<'_> {
         )
         .await?;
         self.recovery.close(RecoveryStatus::Lost, reason, self.now);
+        let kind = NoticeKind::RecoveryLost;
+        notify::schedule(self.tx, self.recovery, kind, self.now).await?;
         Ok(())
     }
 
@@ -550,7 +579,7 @@ impl OutcomeWriter<'_> {
         };
         let mut delta = MetricsDelta::zero(
             self.run.merchant.id,
-            metrics_day(self.now),
+            metrics_day(self.now, &self.run.merchant.time_zone),
             amount_due.currency,
         );
         fill(&mut delta);

@@ -55,6 +55,7 @@ impl<S: Store, G: PaymentGateway> TaskHandler for Engine<S, G> {
             TaskKind::retry_payment(),
             TaskKind::new(TaskKind::FINAL_ACTION),
             TaskKind::new(TaskKind::CLOSE_RECOVERY),
+            TaskKind::new(TaskKind::SEND_NOTICE),
         ]
     }
 
@@ -64,6 +65,7 @@ impl<S: Store, G: PaymentGateway> TaskHandler for Engine<S, G> {
         vec![
             TaskKind::retry_payment(),
             TaskKind::new(TaskKind::FINAL_ACTION),
+            TaskKind::new(TaskKind::SEND_NOTICE),
         ]
     }
 

@@ -1,7 +1,7 @@
 //! Parsing tests. Every event is built from Stripe's sample objects in
 //! `fixtures3.json`, with fields changed per case.
 
-use citadel_core::event::{EventKind, InvoiceSnapshot, Settlement};
+use citadel_core::event::{EventKind, InvoiceSnapshot, Settlement, Trigger};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -226,6 +226,7 @@ fn settled_event_types() {
             "invoice.marked_uncollectible",
             Settlement::MarkedUncollectible,
         ),
+        ("invoice.deleted", Settlement::Deleted),
     ];
     for (event_type, expected) in cases {
         let mut invoice = current_invoice();
@@ -256,6 +257,76 @@ fn subscription_deleted() {
         panic!("expected SubscriptionDeleted");
     };
     assert_eq!(subscription_id.as_str(), SUBSCRIPTION);
+}
+
+#[test]
+fn subscription_created_and_updated_give_status() {
+    let cases = [
+        ("customer.subscription.created", "incomplete"),
+        ("customer.subscription.updated", "past_due"),
+        ("customer.subscription.updated", "canceled"),
+    ];
+    for (event_type, status) in cases {
+        let mut subscription = fixture("subscription");
+        subscription["status"] = status.into();
+        let event = connect_event(event_type, subscription, "2026-09-30");
+
+        let EventKind::SubscriptionChanged {
+            subscription_id,
+            status: parsed,
+        } = parse_kind(&event)
+        else {
+            panic!("{event_type}: expected SubscriptionChanged");
+        };
+        assert_eq!(subscription_id.as_str(), SUBSCRIPTION, "{event_type}");
+        assert_eq!(parsed, status, "{event_type}");
+    }
+}
+
+#[test]
+fn subscription_update_without_status_is_rejected() {
+    let mut subscription = fixture("subscription");
+    remove(&mut subscription, "status");
+    let event = connect_event("customer.subscription.updated", subscription, "2026-09-30");
+
+    let error = parse(&event).unwrap_err();
+
+    assert!(
+        matches!(&error, ParseError::MissingField { field } if field == "data.object.status"),
+        "{error}"
+    );
+}
+
+#[test]
+fn request_idempotency_key_gives_trigger() {
+    let cases = [
+        (Value::Null, None, Trigger::Automatic),
+        (
+            json!({"id": "req_1", "idempotency_key": "citadel-7-in_1-retry-2"}),
+            Some("citadel-7-in_1-retry-2"),
+            Trigger::Citadel,
+        ),
+        (
+            json!({"id": "req_2", "idempotency_key": "8d1e6c0a-hosted-page"}),
+            Some("8d1e6c0a-hosted-page"),
+            Trigger::Manual,
+        ),
+        (
+            json!({"id": "req_3", "idempotency_key": null}),
+            None,
+            Trigger::Manual,
+        ),
+        (json!("req_old"), None, Trigger::Manual),
+    ];
+    for (request, key, trigger) in cases {
+        let mut event = connect_event("invoice.payment_failed", current_invoice(), "2026-09-30");
+        event["request"] = request.clone();
+
+        let parsed = parse(&event).unwrap();
+
+        assert_eq!(parsed.request_idempotency_key.as_deref(), key, "{request}");
+        assert_eq!(parsed.trigger(), trigger, "{request}");
+    }
 }
 
 #[test]
