@@ -239,3 +239,33 @@ pub trait PaymentGateway: Send + Sync + 'static {
     /// Runs a final action on the connected account, returning how it went.
     async fn run_final_action(&self, request: &FinalActionRequest) -> ActionOutcome;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_stays_out_of_debug_and_json() {
+        let decline = Decline {
+            decline_code: Some("insufficient_funds".to_owned()),
+            card_fingerprint: CardFingerprint::new("fp_secret_card"),
+            ..Decline::default()
+        };
+        let debug = format!("{decline:?}");
+        assert!(!debug.contains("fp_secret_card"), "{debug}");
+        assert!(debug.contains("CardFingerprint(..)"), "{debug}");
+
+        let json = serde_json::to_string(&decline).unwrap();
+        assert!(!json.contains("fp_secret_card"), "{json}");
+        assert!(!json.contains("card_fingerprint"), "{json}");
+    }
+
+    #[test]
+    fn empty_fingerprint_is_none() {
+        assert_eq!(CardFingerprint::new("  "), None);
+        assert_eq!(
+            CardFingerprint::new("fp_1").map(|fp| fp.expose().to_owned()),
+            Some("fp_1".to_owned())
+        );
+    }
+}

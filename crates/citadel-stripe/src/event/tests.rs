@@ -896,3 +896,36 @@ proptest! {
         prop_assert_eq!(parsed.unwrap().kind, expected.kind);
     }
 }
+
+#[test]
+fn charge_failed_reads_radar_and_fingerprint() {
+    let mut charge = failed_charge();
+    charge["outcome"]["type"] = "blocked".into();
+    charge["outcome"]["risk_level"] = "highest".into();
+    charge["payment_method_details"]["card"]["fingerprint"] = "fp_charge_card".into();
+    let event = connect_event("charge.failed", charge, "2020-08-27");
+
+    let EventKind::PaymentDeclined { decline, .. } = parse_kind(&event) else {
+        panic!("expected PaymentDeclined");
+    };
+    assert_eq!(decline.outcome_type.as_deref(), Some("blocked"));
+    assert_eq!(decline.risk_level.as_deref(), Some("highest"));
+    let fingerprint = decline.card_fingerprint.expect("fingerprint read");
+    assert_eq!(fingerprint.expose(), "fp_charge_card");
+}
+
+#[test]
+fn payment_intent_reads_card_fingerprint() {
+    let mut intent = failed_payment_intent();
+    intent["last_payment_error"]["payment_method"] =
+        json!({"card": {"fingerprint": "fp_intent_card"}});
+    intent["last_payment_error"]["network_advice_code"] = "21".into();
+    let event = connect_event("payment_intent.payment_failed", intent, "2020-08-27");
+
+    let EventKind::PaymentDeclined { decline, .. } = parse_kind(&event) else {
+        panic!("expected PaymentDeclined");
+    };
+    assert_eq!(decline.network_advice_code.as_deref(), Some("21"));
+    let fingerprint = decline.card_fingerprint.expect("fingerprint read");
+    assert_eq!(fingerprint.expose(), "fp_intent_card");
+}
