@@ -277,7 +277,7 @@ fn recover_example_reports_the_sample_run() {
     assert_eq!(report["recovered_amount"]["usd"], 2500 + 990);
     assert_eq!(report["lost_count"], 4);
     assert_eq!(
-        report["decisions_by_reason"]["lost: hard decline stolen_card: not retried"],
+        report["decisions_by_reason"]["lost: hard decline: stolen_card is never retried (decline table)"],
         1
     );
     assert_eq!(

@@ -206,7 +206,8 @@ impl Report {
 }
 
 /// Names a recovery's outcome and its reason, such as
-/// `lost: hard decline stolen_card` or `open: insufficient_funds`, with ids
+/// `lost: hard decline: stolen_card is never retried (decline table)` or
+/// `open: insufficient_funds`, with ids
 /// left out so that equal decisions group together.
 fn decision_key(recovery: &Recovery) -> String {
     let reason = recovery

@@ -20,11 +20,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::sync::watch;
 
+use citadel::core::queue::Retention;
+use citadel::core::store::Store;
+use citadel::core::worker::BatchReport;
 use citadel::core::{Engine, Secret, Worker, WorkerConfig};
 use citadel::postgres::PgStore;
 use citadel::postgres::ephemeral::EphemeralPostgres;
@@ -90,6 +94,15 @@ async fn main() -> anyhow::Result<()> {
             let stopped = stopped.clone();
             workers.spawn(async move { worker.run(until_stopped(stopped)).await });
         }
+        let engine = Arc::clone(&engine);
+        let stopped = stopped.clone();
+        workers.spawn(async move {
+            tokio::select! {
+                () = prune_hourly(engine.store()) => {}
+                () = until_stopped(stopped) => {}
+            }
+            BatchReport::default()
+        });
     }
 
     axum::serve(listener, app)
@@ -103,6 +116,19 @@ async fn main() -> anyhow::Result<()> {
     drop(stand_in);
     drop(cluster);
     Ok(())
+}
+
+/// Deletes finished tasks, old processed events and old worker rows once an
+/// hour, with the default retention, so the hot tables stay small.
+async fn prune_hourly(store: &PgStore) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(60 * 60));
+    loop {
+        every_hour.tick().await;
+        match store.prune(&Retention::default()).await {
+            Ok(report) => tracing::info!(?report, "pruned finished rows"),
+            Err(err) => tracing::warn!(error = %err, "pruning failed; trying again in an hour"),
+        }
+    }
 }
 
 /// Reads the API's settings from the environment.

@@ -328,7 +328,8 @@ pub struct HealthView {
     pub migrations_current: bool,
     /// Versions of this build's migrations the database lacks.
     pub pending_migrations: Vec<i64>,
-    /// Workers with a recent heartbeat; `null` while unknown.
+    /// Running workers whose last heartbeat is at most 3 minutes old; `null`
+    /// when the workers could not be listed.
     pub workers_alive: Option<u64>,
     /// Seconds since the oldest due pending task became due; `null` when none
     /// is due.

@@ -41,7 +41,7 @@ use crate::store::{Store, StoreError, TaskChange, TaskFilter};
 use crate::task::{NewTask, Task, TaskKind, TaskStatus, Transition};
 
 pub use dashboard::Dashboard;
-pub use health::Health;
+pub use health::{Health, WORKER_SILENCE_LIMIT};
 pub use worker::{CompleteRequest, MAX_CLAIM_LIMIT, MAX_LEASE, WorkerOutcome};
 
 /// The number of rows a page has when the caller sets no limit.

@@ -11,13 +11,13 @@ use citadel_core::merchant::{Merchant, NewMerchant};
 use citadel_core::operator::MerchantUpdate;
 use citadel_core::operator::token::TokenHash;
 use citadel_core::store::{ClaimRequest, StoreError, TaskChange};
-use citadel_core::task::{Task, TaskKind, TaskStatus};
+use citadel_core::task::{Task, TaskStatus};
 use sqlx::{PgExecutor, PgPool};
 
 use crate::error::{database, invalid_row};
 use crate::merchants::{self, MerchantRow};
 use crate::store::MIGRATOR;
-use crate::tasks::{self, TaskRow, into_tasks};
+use crate::tasks::{self, TaskRow};
 
 /// The partial unique index on live tasks' dedupe keys.
 const LIVE_DEDUPE_KEY: &str = "scheduled_tasks_live_dedupe_key";
@@ -244,58 +244,13 @@ pub(crate) async fn delete_completed(
     Ok(result.rows_affected())
 }
 
-/// Claims due tasks of one active merchant, like the main claim.
-///
-/// NOTE: this repeats the main claim statement with a merchant condition
-/// added, so a change to one (such as fairness across merchants) must be
-/// made to both.
+/// Claims due tasks of one active merchant with the main claim statement.
 pub(crate) async fn claim_merchant_tasks(
     pool: &PgPool,
     request: &ClaimRequest,
     merchant: MerchantId,
 ) -> Result<Vec<Task>, StoreError> {
-    const SQL: &str = "
-        WITH due AS MATERIALIZED (
-            SELECT t.id
-            FROM scheduled_tasks t
-            JOIN merchants m ON m.id = t.merchant_id
-            WHERE t.status = 'pending'
-              AND t.run_at <= now()
-              AND t.kind = ANY($1)
-              AND t.attempts < t.max_attempts
-              AND m.status = 'active'
-              AND t.merchant_id = $5
-            ORDER BY t.run_at, t.id
-            LIMIT $2
-            FOR UPDATE OF t SKIP LOCKED
-        )
-        UPDATE scheduled_tasks t
-        SET status = 'running',
-            attempts = t.attempts + 1,
-            lease_owner = $3,
-            lease_token = gen_random_uuid(),
-            lease_expires_at = now() + make_interval(secs => $4),
-            updated_at = now()
-        FROM due
-        WHERE t.id = due.id
-        RETURNING t.*";
-
-    let expired = tasks::expired_leases(pool).await?;
-    tasks::rescue(pool, &expired).await?;
-
-    let kinds: Vec<&str> = request.kinds.iter().map(TaskKind::as_str).collect();
-    let rows: Vec<TaskRow> = sqlx::query_as(SQL)
-        .bind(kinds)
-        .bind(i64::from(request.limit))
-        .bind(request.worker_id.as_str())
-        .bind(request.lease_duration.as_secs_f64())
-        .bind(merchant.get())
-        .fetch_all(pool)
-        .await
-        .map_err(database("claiming a merchant's tasks"))?;
-    let mut tasks = into_tasks(rows)?;
-    tasks.sort_by_key(|task| (task.run_at, task.id));
-    Ok(tasks)
+    tasks::claim(pool, request, Some(merchant)).await
 }
 
 /// Returns the versions of the embedded migrations the database has not

@@ -172,7 +172,7 @@ impl Store for PgStore {
     }
 
     async fn claim_tasks(&self, request: &ClaimRequest) -> Result<Vec<Task>, StoreError> {
-        tasks::claim(&self.pool, request).await
+        tasks::claim(&self.pool, request, None).await
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {

@@ -130,8 +130,9 @@ pub(crate) async fn insert(
 ///
 /// It claims fairly across merchants in three steps:
 ///
-/// 1. `heads` finds each active merchant with a claimable task and counts its
-///    running tasks, which gives its room under `max_running_tasks`.
+/// 1. `heads` finds each active merchant with a claimable task (only the
+///    merchant `$5` when it is not null) and counts its running tasks, which
+///    gives its room under `max_running_tasks`.
 /// 2. `ordered` gives each merchant with room a share of the batch: the
 ///    batch size divided by the number of such merchants, rounded up, and at
 ///    most its room. It puts the merchants with the fewest running tasks
@@ -178,6 +179,7 @@ macro_rules! claim_sql {
                 WHERE r.merchant_id = m.id AND r.status = 'running'
             ) running
             WHERE m.status = 'active'
+              AND ($5::bigint IS NULL OR m.id = $5)
         ),
         ordered AS MATERIALIZED (
             SELECT h.merchant_id,
@@ -225,6 +227,7 @@ const EXPLAIN_CLAIM: &str = concat!("EXPLAIN ", claim_sql!());
 fn claim_query<'q>(
     sql: &'static str,
     request: &'q ClaimRequest,
+    merchant: Option<MerchantId>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let kinds: Vec<&str> = request.kinds.iter().map(TaskKind::as_str).collect();
     sqlx::query(sql)
@@ -232,6 +235,7 @@ fn claim_query<'q>(
         .bind(i64::from(request.limit))
         .bind(request.worker_id.as_str())
         .bind(request.lease_duration.as_secs_f64())
+        .bind(merchant.map(MerchantId::get))
 }
 
 /// Claims up to `request.limit` due pending tasks of active merchants in
@@ -253,10 +257,11 @@ fn claim_query<'q>(
 pub(crate) async fn claim(
     executor: impl PgExecutor<'_>,
     request: &ClaimRequest,
+    merchant: Option<MerchantId>,
 ) -> Result<Vec<Task>, StoreError> {
     use sqlx::FromRow;
 
-    let rows = claim_query(CLAIM, request)
+    let rows = claim_query(CLAIM, request, merchant)
         .fetch_all(executor)
         .await
         .map_err(database("claiming tasks"))?;
@@ -280,7 +285,7 @@ pub(crate) async fn explain_claim(
 ) -> Result<String, StoreError> {
     use sqlx::Row;
 
-    let rows = claim_query(EXPLAIN_CLAIM, request)
+    let rows = claim_query(EXPLAIN_CLAIM, request, None)
         .fetch_all(executor)
         .await
         .map_err(database("explaining the claim"))?;

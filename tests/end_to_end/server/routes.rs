@@ -23,8 +23,30 @@ async fn health_needs_no_token() {
     assert_eq!(body["database_reachable"], true);
     assert_eq!(body["migrations_current"], true);
     assert_eq!(body["pending_migrations"], json!([]));
-    assert!(body["workers_alive"].is_null());
+    assert_eq!(body["workers_alive"], 0);
     assert!(body["oldest_due_task_age_seconds"].is_null());
+}
+
+#[tokio::test]
+async fn health_counts_live_workers() {
+    let api = Api::start().await;
+    let first = uuid::Uuid::new_v4();
+    let second = uuid::Uuid::new_v4();
+    api.store()
+        .register_worker(first, "worker-a")
+        .await
+        .unwrap();
+    api.store()
+        .register_worker(second, "worker-b")
+        .await
+        .unwrap();
+
+    let (_, body) = api.call("GET", "/api/health", None, None).await;
+    assert_eq!(body["workers_alive"], 2, "{body}");
+
+    api.store().stop_worker(first).await.unwrap();
+    let (_, body) = api.call("GET", "/api/health", None, None).await;
+    assert_eq!(body["workers_alive"], 1, "{body}");
 }
 
 #[tokio::test]

@@ -1,11 +1,18 @@
 //! Health: whether the database is reachable, whether its schema is current,
 //! and how far behind the queue is.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::Operator;
 use crate::store::Store;
+
+/// How long a worker may go without a heartbeat and still count as alive:
+/// three of the default 1-minute heartbeat intervals of
+/// [`WorkerConfig`](crate::worker::WorkerConfig).
+pub const WORKER_SILENCE_LIMIT: Duration = Duration::from_secs(180);
 
 /// The health of a Citadel deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,7 +24,9 @@ pub struct Health {
     pub migrations_current: bool,
     /// The versions of the embedded migrations the database has not applied.
     pub pending_migrations: Vec<i64>,
-    /// Workers that sent a heartbeat recently; `None` while unknown.
+    /// Workers not stopped whose last heartbeat is at most
+    /// [`WORKER_SILENCE_LIMIT`] old; `None` when the store could not list
+    /// them.
     pub workers_alive: Option<u64>,
     /// How long the oldest due pending task has been due, in seconds; `None`
     /// when no task is due.
@@ -42,8 +51,6 @@ impl<S: Store> Operator<'_, S> {
             database_reachable: false,
             migrations_current: false,
             pending_migrations: Vec::new(),
-            // TODO: count the workers whose heartbeat is recent once the
-            // store lists workers; until then this is unknown.
             workers_alive: None,
             oldest_due_task_age_seconds: None,
             error: None,
@@ -58,6 +65,17 @@ impl<S: Store> Operator<'_, S> {
                 health.error = Some(crate::error_chain(&err));
                 return health;
             }
+        }
+        match self.store.list_workers().await {
+            Ok(workers) => {
+                let now = Utc::now();
+                let alive = workers
+                    .iter()
+                    .filter(|worker| worker.is_live(now, WORKER_SILENCE_LIMIT))
+                    .count();
+                health.workers_alive = Some(u64::try_from(alive).unwrap_or(u64::MAX));
+            }
+            Err(err) => health.error = Some(crate::error_chain(&err)),
         }
         match self.store.oldest_due_run_at().await {
             Ok(oldest) => {

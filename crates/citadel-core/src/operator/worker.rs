@@ -62,6 +62,9 @@ impl<S: Store> Operator<'_, S> {
     /// second or longer than [`MAX_LEASE`].
     pub async fn claim(&self, request: ClaimRequest) -> Result<Vec<Task>, OperatorError> {
         validate_claim(&request)?;
+        // An external worker runs no rescue timer of its own, so expired
+        // leases are handed back before each of its claims.
+        self.store.rescue_expired_tasks().await?;
         let tasks = match self.scope {
             Scope::Operator => self.store.claim_tasks(&request).await?,
             Scope::Merchant(own) => self.store.claim_merchant_tasks(&request, own).await?,
