@@ -229,6 +229,7 @@ pub(crate) async fn health<S: Store, G: PaymentGateway>(
         (status = 200, description = "The event's transaction committed, or it was a duplicate", body = WebhookResponse),
         (status = 400, description = "Missing or invalid signature, or not an event; nothing was written", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "No merchant is registered for the event's account; nothing was written, and Stripe will redeliver", body = ErrorBody),
         (status = 500, description = "The database failed; nothing was written, and Stripe will redeliver", body = ErrorBody),
         (status = 503, description = "No webhook secret is configured", body = ErrorBody),
     )
@@ -264,7 +265,24 @@ pub(crate) async fn webhook<S: Store, G: PaymentGateway>(
         IntakeOutcome::Applied { .. } => "applied",
         IntakeOutcome::Duplicate => "duplicate",
         IntakeOutcome::Ignored { .. } => "ignored",
-        IntakeOutcome::UnknownAccount { .. } => "unknown_account",
+        // Nothing was recorded, so a 200 would lose the event: an error
+        // status makes Stripe redeliver it, and a redelivery after the
+        // merchant registers is applied.
+        IntakeOutcome::UnknownAccount { account } => {
+            let account = account.map_or_else(
+                || "the platform's own account".to_owned(),
+                |id| format!("account {id}"),
+            );
+            tracing::warn!(event.id = %event.id, "webhook rejected: no merchant for {account}");
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_account",
+                format!(
+                    "no merchant is registered for {account}: register it with POST \
+                     /api/merchants, and Stripe's next redelivery of this event is applied"
+                ),
+            ));
+        }
         _ => "other",
     };
     Ok(Json(WebhookResponse {

@@ -360,9 +360,9 @@ impl From<Health> for HealthView {
 /// The engine's outcome for a webhook event.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookResponse {
-    /// `applied`, `duplicate` (recorded before), `ignored` (a type the
-    /// engine does not act on) or `unknown_account` (no merchant registered
-    /// for the account: nothing recorded).
+    /// `applied`, `duplicate` (recorded before) or `ignored` (a type the
+    /// engine does not act on). An event whose account has no merchant gets
+    /// 422 `unknown_account` instead, so that Stripe redelivers it.
     pub outcome: String,
 }
 

@@ -137,13 +137,20 @@ async fn webhook_without_secret_is_unavailable() {
 }
 
 #[tokio::test]
-async fn webhook_for_unknown_account_records_nothing() {
+async fn unknown_account_webhook_is_redelivered() {
     let api = Api::start().await;
     let body = soft_decline_event();
 
     let (status, answer) = api.send(webhook_request(&body, WEBHOOK_SECRET)).await;
 
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(answer["outcome"], "unknown_account");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(error_code(&answer), "unknown_account");
     assert_eq!(processed_events(&api).await, 0);
+
+    // Stripe's redelivery after the merchant registers is applied.
+    api.merchant("acct_1CitadelDemoAlpha").await;
+    let (status, answer) = api.send(webhook_request(&body, WEBHOOK_SECRET)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["outcome"], "applied");
+    assert_eq!(processed_events(&api).await, 1);
 }
