@@ -31,14 +31,16 @@ use citadel::core::policy::RecoveryPolicy;
 use citadel::core::store::{Store, StoreError};
 use citadel::core::{Engine, IntakeOutcome, Secret, Worker, WorkerConfig, error_chain};
 use citadel::postgres::PgStore;
-use citadel::postgres::ephemeral::EphemeralPostgres;
 use citadel::stripe::gateway::StripeGateway;
 use citadel::stripe::stand_in::{Scripted, StandIn};
 use citadel::stripe::webhook::{WebhookVerifier, sign};
 
 mod report;
+#[path = "../common/setup.rs"]
+mod setup;
 
 use report::Report;
+use setup::{open_gateway, open_store};
 
 /// Recover failed Stripe payments from a directory of events.
 #[derive(Debug, Parser)]
@@ -97,7 +99,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
 
     let (store, cluster) = open_store().await?;
-    let (gateway, stand_in) = open_gateway(&args.stand_in_script).await?;
+    let (gateway, stand_in) = open_gateway().await?;
+    if let Some(stand_in) = &stand_in {
+        load_script(stand_in, &args.stand_in_script)?;
+    }
     let engine = Arc::new(Engine::new(store.clone(), gateway));
 
     let secret = Secret::new(format!("whsec_{}", uuid::Uuid::new_v4().simple()));
@@ -130,47 +135,6 @@ async fn main() -> anyhow::Result<()> {
         report.print();
     }
     Ok(())
-}
-
-/// Connects to `DATABASE_URL`, or starts a throwaway cluster.
-async fn open_store() -> anyhow::Result<(PgStore, Option<EphemeralPostgres>)> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        let store = PgStore::connect(&url)
-            .await
-            .context("connecting to DATABASE_URL")?;
-        store.migrate().await.context("running migrations")?;
-        return Ok((store, None));
-    }
-    let cluster = EphemeralPostgres::start().context("starting a throwaway PostgreSQL")?;
-    eprintln!(
-        "DATABASE_URL not set: using a throwaway PostgreSQL at {}",
-        cluster.url()
-    );
-    let store = PgStore::connect(cluster.url())
-        .await
-        .context("connecting to the throwaway PostgreSQL")?;
-    store.migrate().await.context("running migrations")?;
-    Ok((store, Some(cluster)))
-}
-
-/// Pays through Stripe with `STRIPE_SECRET_KEY`, or through the stand-in.
-async fn open_gateway(script: &Path) -> anyhow::Result<(StripeGateway, Option<StandIn>)> {
-    if let Ok(key) = std::env::var("STRIPE_SECRET_KEY") {
-        eprintln!("STRIPE_SECRET_KEY set: paying invoices through Stripe's API");
-        return Ok((StripeGateway::builder(Secret::new(key)).build()?, None));
-    }
-    let stand_in = StandIn::start()
-        .await
-        .context("starting the Stripe stand-in")?;
-    eprintln!(
-        "STRIPE_SECRET_KEY not set: paying invoices on a local Stripe stand-in at {}",
-        stand_in.url()
-    );
-    load_script(&stand_in, script)?;
-    let gateway = StripeGateway::builder(Secret::new("sk_test_citadel_stand_in"))
-        .base_url(stand_in.url())
-        .build()?;
-    Ok((gateway, Some(stand_in)))
 }
 
 fn load_script(stand_in: &StandIn, path: &Path) -> anyhow::Result<()> {

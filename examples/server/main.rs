@@ -31,10 +31,12 @@ use citadel::core::store::Store;
 use citadel::core::worker::BatchReport;
 use citadel::core::{Engine, Secret, Worker, WorkerConfig};
 use citadel::postgres::PgStore;
-use citadel::postgres::ephemeral::EphemeralPostgres;
 use citadel::server::{ServerConfig, router};
-use citadel::stripe::gateway::StripeGateway;
-use citadel::stripe::stand_in::StandIn;
+
+#[path = "../common/setup.rs"]
+mod setup;
+
+use setup::{open_gateway, open_store};
 
 /// Serve Citadel's operator API and Stripe webhook, with workers.
 #[derive(Debug, Parser)]
@@ -147,46 +149,6 @@ fn server_config() -> anyhow::Result<ServerConfig> {
         eprintln!("STRIPE_WEBHOOK_SECRET not set: POST /api/webhooks/stripe returns 503");
     }
     Ok(ServerConfig::new(Secret::new(token)).webhook_secrets(secrets))
-}
-
-/// Connects to `DATABASE_URL`, or starts a throwaway cluster.
-async fn open_store() -> anyhow::Result<(PgStore, Option<EphemeralPostgres>)> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        let store = PgStore::connect(&url)
-            .await
-            .context("connecting to DATABASE_URL")?;
-        store.migrate().await.context("running migrations")?;
-        return Ok((store, None));
-    }
-    let cluster = EphemeralPostgres::start().context("starting a throwaway PostgreSQL")?;
-    eprintln!(
-        "DATABASE_URL not set: using a throwaway PostgreSQL at {}, removed on exit",
-        cluster.url()
-    );
-    let store = PgStore::connect(cluster.url())
-        .await
-        .context("connecting to the throwaway PostgreSQL")?;
-    store.migrate().await.context("running migrations")?;
-    Ok((store, Some(cluster)))
-}
-
-/// Pays through Stripe with `STRIPE_SECRET_KEY`, or through the stand-in.
-async fn open_gateway() -> anyhow::Result<(StripeGateway, Option<StandIn>)> {
-    if let Ok(key) = std::env::var("STRIPE_SECRET_KEY") {
-        eprintln!("STRIPE_SECRET_KEY set: paying invoices through Stripe's API");
-        return Ok((StripeGateway::builder(Secret::new(key)).build()?, None));
-    }
-    let stand_in = StandIn::start()
-        .await
-        .context("starting the Stripe stand-in")?;
-    eprintln!(
-        "STRIPE_SECRET_KEY not set: paying invoices on a local Stripe stand-in at {}",
-        stand_in.url()
-    );
-    let gateway = StripeGateway::builder(Secret::new("sk_test_citadel_stand_in"))
-        .base_url(stand_in.url())
-        .build()?;
-    Ok((gateway, Some(stand_in)))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
