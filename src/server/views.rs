@@ -385,7 +385,8 @@ pub struct CreateTaskRequest {
     pub max_attempts: Option<i32>,
     /// A key that keeps a second live task of the same work out.
     pub dedupe_key: Option<String>,
-    /// Higher runs first among the merchant's due tasks; 0 when absent.
+    /// Higher runs first among the merchant's due tasks, from 0 to 9; 0 when
+    /// absent.
     pub priority: Option<i16>,
 }
 

@@ -38,7 +38,7 @@ use crate::merchant::{Merchant, MerchantStatus, NewMerchant};
 use crate::policy::{RecoveryPolicy, Schedule, parse_time_zone};
 use crate::secret::Secret;
 use crate::store::{Store, StoreError, TaskChange, TaskFilter};
-use crate::task::{NewTask, Task, TaskKind, TaskStatus, Transition};
+use crate::task::{MAX_PRIORITY, NewTask, Task, TaskKind, TaskStatus, Transition};
 
 pub use dashboard::Dashboard;
 pub use health::{Health, WORKER_SILENCE_LIMIT};
@@ -281,7 +281,8 @@ impl<'a, S: Store> Operator<'a, S> {
     ///
     /// [`OperatorError::MerchantNotFound`] when the merchant is not in the
     /// scope, [`OperatorError::InvalidInput`] for an empty kind, a
-    /// `max_attempts` below 1 or a payload that does not fit the kind, and
+    /// `max_attempts` below 1, a priority outside 0 to [`MAX_PRIORITY`] or a
+    /// payload that does not fit the kind, and
     /// [`OperatorError::DuplicateDedupeKey`] when a live task has the same
     /// dedupe key.
     pub async fn create_task(&self, task: NewTask) -> Result<Task, OperatorError> {
@@ -528,6 +529,15 @@ fn validate_new_task(task: &NewTask) -> Result<(), OperatorError> {
             format!(
                 "{} is below 1: a task needs at least one attempt",
                 task.max_attempts
+            ),
+        ));
+    }
+    if !(0..=MAX_PRIORITY).contains(&task.priority) {
+        return Err(invalid(
+            "priority",
+            format!(
+                "{} is outside 0 to {MAX_PRIORITY}: use 0 for normal work and higher for urgent work",
+                task.priority
             ),
         ));
     }

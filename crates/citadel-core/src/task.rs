@@ -299,10 +299,15 @@ pub struct NewTask {
     /// If set, no second live task of the merchant with the same key is
     /// inserted.
     pub dedupe_key: Option<String>,
-    /// Higher runs first among the merchant's due tasks. Default 0.
+    /// Higher runs first among the merchant's due tasks: from 0 (the
+    /// default) to [`MAX_PRIORITY`].
     #[serde(default)]
     pub priority: i16,
 }
+
+/// The highest task priority. The database rejects a priority outside
+/// `0..=MAX_PRIORITY`, because the claim probes each level on its own.
+pub const MAX_PRIORITY: i16 = 9;
 
 /// The default number of claims of a task before it fails. Transient errors
 /// (timeouts, HTTP 5xx, rate limits) use them up; declines do not.

@@ -14,8 +14,11 @@ CREATE TABLE workers (
 
 CREATE INDEX workers_started_at ON workers (started_at DESC);
 
--- Higher runs first among a merchant's due tasks.
-ALTER TABLE scheduled_tasks ADD COLUMN priority smallint NOT NULL DEFAULT 0;
+-- Higher runs first among a merchant's due tasks. The claim probes each of
+-- the ten levels on its own, so the range is fixed.
+ALTER TABLE scheduled_tasks
+    ADD COLUMN priority smallint NOT NULL DEFAULT 0,
+    ADD CONSTRAINT scheduled_tasks_priority_check CHECK (priority BETWEEN 0 AND 9);
 
 -- At most this many running tasks per merchant; NULL means no limit.
 ALTER TABLE merchants

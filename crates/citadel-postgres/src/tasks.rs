@@ -141,6 +141,14 @@ pub(crate) async fn insert(
 ///    tasks, highest priority first, then oldest `run_at`, skipping rows that
 ///    another claimer has locked, and stops once the batch is full.
 ///
+/// Both probes walk the ten priority levels (9 down to 0) one at a time, so
+/// that `run_at <= now()` bounds each index range scan of
+/// `(merchant_id, priority, run_at)`: tasks that are due later are never
+/// read, however many there are. A single scan ordered by priority would
+/// read on through every future-dated task of a merchant whose due tasks
+/// run out. The per-level scans can lock up to a share per level before the
+/// final `LIMIT`; such extra locks last only until the statement commits.
+///
 /// So a merchant with a backlog gets its share of each batch and never the
 /// whole of it while another merchant has a due task. The `MATERIALIZED` CTEs
 /// keep the planner from folding the lock into the `UPDATE`, so the limit is
@@ -163,15 +171,20 @@ macro_rules! claim_sql {
                    END AS room
             FROM merchants m
             CROSS JOIN LATERAL (
-                SELECT t.run_at
-                FROM scheduled_tasks t
-                WHERE t.merchant_id = m.id
-                  AND t.status = 'pending'
-                  AND t.run_at <= now()
-                  AND t.kind = ANY($1)
-                  AND t.attempts < t.max_attempts
-                ORDER BY t.priority DESC, t.run_at, t.id
-                LIMIT 1
+                SELECT min(first.run_at) AS run_at
+                FROM generate_series(9, 0, -1) AS level (priority)
+                CROSS JOIN LATERAL (
+                    SELECT t.run_at
+                    FROM scheduled_tasks t
+                    WHERE t.merchant_id = m.id
+                      AND t.status = 'pending'
+                      AND t.priority = level.priority
+                      AND t.run_at <= now()
+                      AND t.kind = ANY($1)
+                      AND t.attempts < t.max_attempts
+                    ORDER BY t.run_at, t.id
+                    LIMIT 1
+                ) first
             ) head
             CROSS JOIN LATERAL (
                 SELECT count(*) AS count
@@ -180,6 +193,7 @@ macro_rules! claim_sql {
             ) running
             WHERE m.status = 'active'
               AND ($5::bigint IS NULL OR m.id = $5)
+              AND head.run_at IS NOT NULL
         ),
         ordered AS MATERIALIZED (
             SELECT h.merchant_id,
@@ -193,16 +207,23 @@ macro_rules! claim_sql {
             SELECT picked.id
             FROM ordered o
             CROSS JOIN LATERAL (
-                SELECT t.id
-                FROM scheduled_tasks t
-                WHERE t.merchant_id = o.merchant_id
-                  AND t.status = 'pending'
-                  AND t.run_at <= now()
-                  AND t.kind = ANY($1)
-                  AND t.attempts < t.max_attempts
-                ORDER BY t.priority DESC, t.run_at, t.id
+                SELECT level_tasks.id
+                FROM generate_series(9, 0, -1) AS level (priority)
+                CROSS JOIN LATERAL (
+                    SELECT t.id, t.run_at
+                    FROM scheduled_tasks t
+                    WHERE t.merchant_id = o.merchant_id
+                      AND t.status = 'pending'
+                      AND t.priority = level.priority
+                      AND t.run_at <= now()
+                      AND t.kind = ANY($1)
+                      AND t.attempts < t.max_attempts
+                    ORDER BY t.run_at, t.id
+                    LIMIT o.share
+                    FOR UPDATE OF t SKIP LOCKED
+                ) level_tasks
+                ORDER BY level.priority DESC, level_tasks.run_at, level_tasks.id
                 LIMIT o.share
-                FOR UPDATE OF t SKIP LOCKED
             ) picked
             LIMIT $2
         )
@@ -242,12 +263,9 @@ fn claim_query<'q>(
 /// one statement, sharing the batch fairly across merchants (see
 /// [`claim_sql`]).
 ///
-/// NOTE: every claim reads the head of each active merchant's queue, one
-/// index probe per merchant, so its cost grows with the number of active
+/// NOTE: every claim probes the pending index once per priority level of
+/// each active merchant, so its cost grows with the number of active
 /// merchants.
-/// TODO: the pending index leads with `priority`, so a probe of a merchant
-/// without enough due tasks reads on through its future-dated tasks instead
-/// of stopping at `now()`. A large future backlog then slows each claim.
 #[tracing::instrument(
     name = "citadel.pg.claim",
     level = "debug",

@@ -457,6 +457,35 @@ async fn claim_takes_higher_priority_first() {
     assert_eq!(batch[0].priority, 5);
 }
 
+#[tokio::test]
+async fn claim_passes_future_task_of_higher_priority() {
+    let (store, _db) = setup().await;
+    let merchant = register(&store, "acct_1").await;
+    let mut later = due_task(merchant.id, "later");
+    later.priority = 7;
+    later.run_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let due = due_task(merchant.id, "due");
+    let ids = insert_tasks(&store, &[later, due]).await;
+
+    let batch = store.claim_tasks(&claim_request("w", 10)).await.unwrap();
+
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].id, ids[1]);
+}
+
+#[tokio::test]
+async fn priority_outside_levels_is_rejected() {
+    let (store, _db) = setup().await;
+    let merchant = register(&store, "acct_1").await;
+    let mut task = due_task(merchant.id, "too-urgent");
+    task.priority = 10;
+
+    let mut tx = store.begin().await.unwrap();
+    let inserted = tx.insert_task(&task).await;
+
+    assert!(inserted.is_err(), "{inserted:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_running_and_releases_rest() {
     let (store, _db) = setup().await;
