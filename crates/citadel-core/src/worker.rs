@@ -354,7 +354,8 @@ impl<H: TaskHandler> Run<'_, H> {
     }
 
     /// Claims a batch into `waiting`; returns whether to claim again at once
-    /// (the claim returned tasks) or to wait for a wake-up.
+    /// (the claim returned tasks) or to wait for a wake-up or the poll
+    /// interval (no task, or the claim failed).
     async fn claim(&mut self) -> Step {
         let config = &self.worker.config;
         let request = self.worker.claim_request(config.batch_size);
@@ -380,8 +381,9 @@ impl<H: TaskHandler> Run<'_, H> {
                     error = %crate::error_chain(&err),
                     "claiming tasks failed; trying again after the poll interval"
                 );
-                tokio::time::sleep(config.poll_interval).await;
-                Step::Claim
+                // Waiting, not sleeping here, keeps shutdown responsive
+                // while the database is down.
+                Step::Wait
             }
         }
     }

@@ -487,6 +487,27 @@ async fn priority_outside_levels_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_stops_while_database_is_down() {
+    let cluster = EphemeralPostgres::start().unwrap();
+    let url = cluster.create_database("down_test").await.unwrap();
+    let store = PgStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let recorder = Recorder::new(store.clone(), Duration::from_millis(1));
+    let fleet = Fleet::start(&recorder, vec![fast_config("orphan")]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Dropping the cluster stops PostgreSQL; the worker's claims now fail.
+    tokio::task::block_in_place(|| drop(cluster));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(120), fleet.stop()).await;
+
+    assert!(
+        stopped.is_ok(),
+        "the worker kept running after shutdown while the database was down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_running_and_releases_rest() {
     let (store, _db) = setup().await;
     let merchant = register(&store, "acct_1").await;
