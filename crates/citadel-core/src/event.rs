@@ -13,8 +13,9 @@ use crate::ids::{AccountId, CustomerId, EventId, InvoiceId, SubscriptionId};
 use crate::money::Money;
 use crate::payment::Decline;
 
-/// A Stripe event, parsed.
-#[derive(Debug, Clone, PartialEq)]
+/// A Stripe event, parsed. Its `Debug` output leaves out the payload, which
+/// can carry card details such as a fingerprint and the last four digits.
+#[derive(Clone, PartialEq)]
 pub struct Event {
     /// Stripe's event id.
     pub id: EventId,
@@ -39,6 +40,22 @@ pub struct Event {
     pub kind: EventKind,
     /// The whole event as received, kept in the event record.
     pub payload: serde_json::Value,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("account", &self.account)
+            .field("event_type", &self.event_type)
+            .field("created", &self.created)
+            .field("api_version", &self.api_version)
+            .field("livemode", &self.livemode)
+            .field("request_id", &self.request_id)
+            .field("request_idempotency_key", &self.request_idempotency_key)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The part of an event the engine acts on.

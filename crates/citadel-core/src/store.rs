@@ -116,8 +116,9 @@ pub struct TaskCounts {
     pub cancelled: i64,
 }
 
-/// An event as recorded in `processed_events`.
-#[derive(Debug, Clone, PartialEq)]
+/// An event as recorded in `processed_events`. Its `Debug` output leaves
+/// out the payload, which can carry card details.
+#[derive(Clone, PartialEq)]
 pub struct EventRecord {
     /// Stripe's event id.
     pub event_id: EventId,
@@ -134,6 +135,19 @@ pub struct EventRecord {
     pub subscription_id: Option<SubscriptionId>,
     /// The whole event.
     pub payload: serde_json::Value,
+}
+
+impl std::fmt::Debug for EventRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventRecord")
+            .field("event_id", &self.event_id)
+            .field("account", &self.account)
+            .field("event_type", &self.event_type)
+            .field("created", &self.created)
+            .field("invoice_id", &self.invoice_id)
+            .field("subscription_id", &self.subscription_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<&Event> for EventRecord {

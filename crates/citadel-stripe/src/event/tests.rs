@@ -915,6 +915,20 @@ fn charge_failed_reads_radar_and_fingerprint() {
 }
 
 #[test]
+fn event_debug_leaves_out_card_details() {
+    let mut charge = failed_charge();
+    charge["payment_method_details"]["card"]["fingerprint"] = "fp_secret_card".into();
+    charge["payment_method_details"]["card"]["last4"] = "4242".into();
+    let event = parse(&connect_event("charge.failed", charge, "2020-08-27")).unwrap();
+
+    let debug = format!("{event:?}");
+
+    assert!(!debug.contains("fp_secret_card"), "{debug}");
+    assert!(!debug.contains("4242"), "{debug}");
+    assert!(debug.contains("charge.failed"), "{debug}");
+}
+
+#[test]
 fn payment_intent_reads_card_fingerprint() {
     let mut intent = failed_payment_intent();
     intent["last_payment_error"]["payment_method"] =
