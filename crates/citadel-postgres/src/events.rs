@@ -49,11 +49,45 @@ pub(crate) async fn insert(
         .bind(event.created)
         .bind(event.invoice_id.as_ref().map(InvoiceId::as_str))
         .bind(event.subscription_id.as_ref().map(SubscriptionId::as_str))
-        .bind(&event.payload)
+        .bind(storable(&event.payload).as_ref())
         .execute(executor)
         .await
         .map_err(database("recording an event"))?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Returns `payload` with each NUL character (`\u0000`) in its strings and
+/// keys replaced by U+FFFD. JSON allows NUL and `jsonb` rejects it, so a
+/// signed event holding one would otherwise fail to record on every
+/// redelivery. Only the stored copy changes, because the engine acts on the
+/// parsed fields.
+fn storable(payload: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::Value> {
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .any(|(key, value)| key.contains('\0') || has_nul(value)),
+            _ => false,
+        }
+    }
+    fn replace_nul(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::String(text) => text.replace('\0', "\u{fffd}").into(),
+            serde_json::Value::Array(items) => items.iter().map(replace_nul).collect(),
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .map(|(key, value)| (key.replace('\0', "\u{fffd}"), replace_nul(value)))
+                .collect(),
+            other => other.clone(),
+        }
+    }
+    if has_nul(payload) {
+        std::borrow::Cow::Owned(replace_nul(payload))
+    } else {
+        std::borrow::Cow::Borrowed(payload)
+    }
 }
 
 /// Returns the type of the newest recorded event that settled an invoice.

@@ -1049,6 +1049,25 @@ async fn ingest_twice_applies_once() {
     );
 }
 
+#[tokio::test]
+async fn event_with_nul_character_is_recorded() {
+    let (store, _db) = setup().await;
+    register(&store, "acct_1").await;
+    let engine = Engine::new(store.clone(), UnusedGateway);
+    let mut event = payment_failed("evt_nul", "acct_1", "in_1");
+    event.payload["data"]["object"]["description"] = "bad\u{0}text".into();
+
+    let outcome = engine.ingest(&event).await;
+
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let stored: String =
+        sqlx::query_scalar("SELECT payload #>> '{data,object,description}' FROM processed_events")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored, "bad\u{fffd}text");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_ingest_of_same_event_applies_once() {
     const EVENTS: usize = 20;
