@@ -23,6 +23,7 @@ use super::views::{
 /// The query of `GET /api/merchants`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct MerchantQuery {
     /// At most this many, 1 to 1000; 100 when absent.
     limit: Option<String>,

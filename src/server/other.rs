@@ -53,6 +53,7 @@ pub(crate) async fn dashboard<S: Store, G: PaymentGateway>(
 /// The query of `GET /api/activity`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ActivityQuery {
     /// Only entries of this merchant.
     merchant_id: Option<String>,

@@ -21,6 +21,7 @@ use super::views::{CreateTaskRequest, DeletedCount, ErrorBody, TaskPage, TaskVie
 /// The query of `GET /api/tasks`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TaskQuery {
     /// Only tasks in this status: `pending`, `running`, `completed`,
     /// `failed` or `cancelled`.

@@ -368,6 +368,7 @@ pub struct WebhookResponse {
 
 /// A task to queue.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTaskRequest {
     /// The merchant it works for; a merchant token may name only its own.
     pub merchant_id: i64,
@@ -392,6 +393,7 @@ pub struct CreateTaskRequest {
 
 /// A merchant to register.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateMerchantRequest {
     /// A display name, at most 200 bytes.
     pub name: String,
@@ -408,6 +410,7 @@ pub struct CreateMerchantRequest {
 
 /// A change to a merchant; absent fields stay as they are.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateMerchantRequest {
     /// The new recovery policy, for retries scheduled from now on.
     #[schema(value_type = Object)]
@@ -418,6 +421,7 @@ pub struct UpdateMerchantRequest {
 
 /// An external worker's claim.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClaimRequestBody {
     /// The worker's id, stored as the lease owner.
     pub worker_id: String,
@@ -431,6 +435,7 @@ pub struct ClaimRequestBody {
 
 /// An external worker's report on a task it claimed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CompleteRequestBody {
     /// The lease token returned by the claim.
     pub lease_token: uuid::Uuid,

@@ -439,6 +439,7 @@ async fn task_create_get_and_errors() {
         json!({"merchant_id": merchant, "kind": ""}),
         json!({"merchant_id": merchant, "kind": "export", "max_attempts": 0}),
         json!({"merchant_id": merchant, "kind": "export", "priority": 10}),
+        json!({"merchant_id": merchant, "kind": "export", "prioritty": 1}),
         json!({"merchant_id": merchant, "kind": "export", "priority": -1}),
         json!({"merchant_id": merchant, "kind": "retry_payment", "payload": {}}),
         json!({"merchant_id": 0, "kind": "export"}),

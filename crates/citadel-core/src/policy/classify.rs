@@ -109,6 +109,7 @@ impl fmt::Display for DeclineClass {
 /// table does not know can be listed: [`DeclineOverrides::validate`] rejects
 /// the rest, and [`classify_with`] ignores them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeclineOverrides {
     /// Codes this merchant never retries, such as `expired_card`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -210,6 +210,7 @@ impl RecoveryPolicy {
 
 /// The JSON of a stored policy, in the current shape or the first one.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PolicyJson {
     #[serde(default)]
     schedule: Option<Schedule>,
