@@ -532,6 +532,26 @@ fn validate_new_task(task: &NewTask) -> Result<(), OperatorError> {
             ),
         ));
     }
+    // PostgreSQL's text and jsonb cannot store NUL, which JSON allows.
+    if task.kind.as_str().contains('\0') {
+        return Err(invalid("kind", "the task kind contains a NUL character"));
+    }
+    if task
+        .dedupe_key
+        .as_deref()
+        .is_some_and(|key| key.contains('\0'))
+    {
+        return Err(invalid(
+            "dedupe_key",
+            "the dedupe key contains a NUL character",
+        ));
+    }
+    if task.payload.to_string().contains("\\u0000") {
+        return Err(invalid(
+            "payload",
+            "the payload contains a NUL character (\\u0000), which PostgreSQL cannot store",
+        ));
+    }
     if !(0..=MAX_PRIORITY).contains(&task.priority) {
         return Err(invalid(
             "priority",
@@ -565,6 +585,12 @@ fn validate_new_task(task: &NewTask) -> Result<(), OperatorError> {
 fn validate_name(name: &str) -> Result<(), OperatorError> {
     if name.trim().is_empty() {
         return Err(invalid("name", "the merchant name is empty"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid(
+            "name",
+            "the merchant name contains a control character such as NUL or a newline: use printable text",
+        ));
     }
     if name.len() > MAX_NAME_LEN {
         return Err(invalid(

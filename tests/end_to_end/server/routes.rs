@@ -221,6 +221,11 @@ async fn merchant_errors_have_their_status() {
             "invalid_request",
         ),
         (
+            json!({"name": "nul\u{0}byte", "account_id": "acct_1NulName"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
             json!({"name": "Zone", "time_zone": "Not A Zone"}),
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -440,6 +445,8 @@ async fn task_create_get_and_errors() {
         json!({"merchant_id": merchant, "kind": "export", "max_attempts": 0}),
         json!({"merchant_id": merchant, "kind": "export", "priority": 10}),
         json!({"merchant_id": merchant, "kind": "export", "prioritty": 1}),
+        json!({"merchant_id": merchant, "kind": "export", "payload": {"note": "a\u{0}b"}}),
+        json!({"merchant_id": merchant, "kind": "ex\u{0}port"}),
         json!({"merchant_id": merchant, "kind": "export", "priority": -1}),
         json!({"merchant_id": merchant, "kind": "retry_payment", "payload": {}}),
         json!({"merchant_id": 0, "kind": "export"}),
