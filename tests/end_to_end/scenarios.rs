@@ -418,12 +418,18 @@ async fn metrics_count_on_merchant_day() {
         .execute(scenario.store().pool())
         .await
         .unwrap();
-    let before = metrics_day(chrono::Utc::now(), "Asia/Tokyo");
+    let before = metrics_day(
+        chrono::Utc::now(),
+        citadel::core::chrono_tz::Tz::Asia__Tokyo,
+    );
 
     scenario.ingest(&payment_failed("evt_failed", 0)).await;
     drain(&scenario.engine).await;
 
-    let after = metrics_day(chrono::Utc::now(), "Asia/Tokyo");
+    let after = metrics_day(
+        chrono::Utc::now(),
+        citadel::core::chrono_tz::Tz::Asia__Tokyo,
+    );
     let metrics = scenario.store().daily_metrics(None).await.unwrap();
     assert_eq!(metrics.len(), 1, "{metrics:?}");
     let day = &metrics[0];

@@ -542,24 +542,11 @@ pub trait StoreTx: Send {
 }
 
 /// Returns the day a metric counts on: the date at `now` in the merchant's
-/// time zone (an IANA name such as `Asia/Tokyo`), so a merchant's day ends at
-/// its own midnight.
-///
-/// A name the time zone database does not know counts on the UTC day, with a
-/// warning in the log. Registration and the operator API reject such names,
-/// so only a row written around them has one.
-pub fn metrics_day(now: DateTime<Utc>, time_zone: &str) -> NaiveDate {
-    match time_zone.parse::<chrono_tz::Tz>() {
-        Ok(zone) => now.with_timezone(&zone).date_naive(),
-        Err(error) => {
-            tracing::warn!(
-                merchant.time_zone = time_zone,
-                %error,
-                "unknown time zone: metrics count on the UTC day"
-            );
-            now.date_naive()
-        }
-    }
+/// time zone, so a merchant's day ends at its own midnight. Callers pass
+/// [`Merchant::parsed_time_zone`], which falls back to UTC for a name the
+/// time zone database does not know.
+pub fn metrics_day(now: DateTime<Utc>, time_zone: chrono_tz::Tz) -> NaiveDate {
+    now.with_timezone(&time_zone).date_naive()
 }
 
 #[cfg(test)]
@@ -586,6 +573,7 @@ mod tests {
             ("2026-11-01T03:30:00Z", "America/New_York", "2026-10-31"),
         ];
         for (now, zone, expected) in cases {
+            let zone: chrono_tz::Tz = zone.parse().unwrap();
             assert_eq!(metrics_day(utc(now), zone), date(expected), "{now} {zone}");
         }
     }
@@ -593,8 +581,20 @@ mod tests {
     #[test]
     fn metrics_day_of_unknown_zone_is_utc() {
         let now = utc("2026-11-18T23:30:00Z");
+        let merchant = Merchant {
+            id: MerchantId::new(1),
+            name: "Mars".to_owned(),
+            account_id: None,
+            status: crate::merchant::MerchantStatus::Active,
+            policy: crate::policy::RecoveryPolicy::default(),
+            time_zone: "Mars/Olympus".to_owned(),
+            created_at: now,
+        };
 
-        assert_eq!(metrics_day(now, "Mars/Olympus"), date("2026-11-18"));
+        assert_eq!(
+            metrics_day(now, merchant.parsed_time_zone()),
+            date("2026-11-18")
+        );
     }
 }
 

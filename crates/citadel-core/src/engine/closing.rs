@@ -278,7 +278,7 @@ pub(super) async fn run_close<S: Store, G: PaymentGateway>(
         recovery.retries_made
     );
     if let Some(amount) = recovery.amount_due {
-        let day = metrics_day(now, &merchant.time_zone);
+        let day = metrics_day(now, merchant.parsed_time_zone());
         let mut delta = MetricsDelta::zero(merchant.id, day, amount.currency);
         delta.payments_lost = 1;
         delta.amount_lost = amount.minor_units;

@@ -677,7 +677,7 @@ impl Intake<'_> {
     }
 
     fn delta(&self, currency: crate::money::Currency) -> MetricsDelta {
-        let day = metrics_day(self.now, &self.merchant.time_zone);
+        let day = metrics_day(self.now, self.merchant.parsed_time_zone());
         MetricsDelta::zero(self.merchant.id, day, currency)
     }
 }

@@ -336,7 +336,7 @@ impl OutcomeWriter<'_> {
             return Ok(());
         };
         let closed_at = self.recovery.closed_at.unwrap_or(self.now);
-        let day = metrics_day(closed_at, &self.run.merchant.time_zone);
+        let day = metrics_day(closed_at, self.run.merchant.parsed_time_zone());
         let mut delta = MetricsDelta::zero(self.run.merchant.id, day, amount_due.currency);
         delta.payments_lost = -1;
         delta.amount_lost = -amount_due.minor_units;
@@ -579,7 +579,7 @@ impl OutcomeWriter<'_> {
         };
         let mut delta = MetricsDelta::zero(
             self.run.merchant.id,
-            metrics_day(self.now, &self.run.merchant.time_zone),
+            metrics_day(self.now, self.run.merchant.parsed_time_zone()),
             amount_due.currency,
         );
         fill(&mut delta);
