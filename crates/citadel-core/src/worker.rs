@@ -353,9 +353,9 @@ impl<H: TaskHandler> Run<'_, H> {
         }
     }
 
-    /// Claims a batch into `waiting`; returns whether to claim again at once
-    /// (the claim returned tasks) or to wait for a wake-up or the poll
-    /// interval (no task, or the claim failed).
+    /// Claims a batch into `waiting`. Returns [`Step::Claim`] when the claim
+    /// returned tasks, so the next claim follows at once, and [`Step::Wait`]
+    /// when it returned none or failed.
     async fn claim(&mut self) -> Step {
         let config = &self.worker.config;
         let request = self.worker.claim_request(config.batch_size);

@@ -60,7 +60,7 @@ impl<S: Store, G: PaymentGateway> TaskHandler for Engine<S, G> {
     }
 
     /// Leaves out the close of a recovery, which is due only when its window
-    /// ends, days or weeks away; a running worker claims it when due.
+    /// ends, days or weeks away. A running worker claims it when due.
     fn idle_kinds(&self) -> Vec<TaskKind> {
         vec![
             TaskKind::retry_payment(),
